@@ -1,0 +1,53 @@
+"""The model variants of the paper, their config files and their published sizes."""
+import os
+from collections import OrderedDict
+
+from detectron2.config import get_cfg
+
+from .config import add_ct_lesion_config
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+# Detectron2's box and mask predictors have no background slot; torchvision's (the reference
+# implementation's) do: 4 * (128 + 1) box-regression and 128 + 1 mask-logit elements more.
+TORCHVISION_PREDICTOR_EXTRA = 645
+
+# name -> (config file, paper Table 1 in millions, SPEC 4 arithmetic of the reference settings)
+SEGMENTATION_VARIANTS = OrderedDict(
+    [
+        ("mask_rcnn_R18", ("mask_rcnn_R18_FPN1_lesion.yaml", 14.52, 14_520_694)),
+        ("mask_rcnn_R18_T1", ("mask_rcnn_R18_T1_FPN1_lesion.yaml", 6.12, 6_056_305)),
+        ("mask_rcnn_R18_T2", ("mask_rcnn_R18_T2_FPN1_lesion.yaml", 4.02, 3_921_260)),
+        ("mask_rcnn_R34", ("mask_rcnn_R34_FPN1_lesion.yaml", 24.63, 24_636_294)),
+        ("mask_rcnn_R34_T1", ("mask_rcnn_R34_T1_FPN1_lesion.yaml", 11.45, 11_449_215)),
+        ("mask_rcnn_R34_T2", ("mask_rcnn_R34_T2_FPN1_lesion.yaml", 4.68, 4_587_378)),
+        ("mask_rcnn_R50", ("mask_rcnn_R50_FPN_lesion.yaml", 31.78, 31_781_015)),
+    ]
+)
+
+
+def config_path(name):
+    """Path of a variant's config file, from its name or a file name under ``configs/``."""
+    if name in SEGMENTATION_VARIANTS:
+        name = SEGMENTATION_VARIANTS[name][0]
+    path = name if os.path.isfile(name) else os.path.join(CONFIG_DIR, name)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such config (variants: {list(SEGMENTATION_VARIANTS)})")
+    return path
+
+
+def get_config(name, opts=()):
+    """A config with the project keys, merged from a variant's file and ``opts``.
+
+    Args:
+        name (str): variant name (``mask_rcnn_R18_T1``), config file name or path.
+        opts (list[str]): ``KEY VALUE`` overrides, as on the command line.
+
+    Returns:
+        CfgNode: unfrozen.
+    """
+    cfg = get_cfg()
+    add_ct_lesion_config(cfg)
+    cfg.merge_from_file(config_path(name))
+    cfg.merge_from_list(list(opts))
+    return cfg

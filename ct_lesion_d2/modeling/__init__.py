@@ -1,0 +1,3 @@
+from .backbone import build_ct_lesion_resnet_fpn_backbone
+
+__all__ = ["build_ct_lesion_resnet_fpn_backbone"]
