@@ -1,0 +1,272 @@
+"""Convert CT lesion label masks to COCO instance JSON.
+
+Each connected lesion component becomes one instance; components of ``min_area`` pixels or
+fewer are merged into the background (SPEC 1). Slices without lesions are kept as images with
+no annotation, so whether they are trained on is the config's choice
+(``DATALOADER.FILTER_EMPTY_ANNOTATIONS``).
+"""
+import itertools
+import logging
+import math
+import os
+from collections import OrderedDict
+
+import numpy as np
+import pycocotools.mask as mask_util
+from PIL import Image
+from scipy import ndimage
+from tqdm import tqdm
+
+from .io import DatasetFormatError, read_grey_image, read_label_mask, write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+# Category name -> mask labels, for each layout and merge choice.
+CNCB_MERGED = OrderedDict([("Lesion", (2, 3))])
+CNCB_SEPARATE = OrderedDict([("GGO", (2,)), ("Consolidation", (3,))])
+CNCB_VALUES = (0, 1, 2, 3)
+BINARY_MERGED = OrderedDict([("Lesion", (1,))])
+BINARY_VALUES = (0, 1)
+TWO_LABEL_MERGED = OrderedDict([("Lesion", (1, 2))])
+TWO_LABEL_SEPARATE = OrderedDict([("GGO", (1,)), ("Consolidation", (2,))])
+TWO_LABEL_VALUES = (0, 1, 2)
+
+_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+
+
+def mask_to_annotations(label_mask, categories, min_area=100):
+    """Turn a label mask into COCO annotations, one per 8-connected component.
+
+    Args:
+        label_mask (np.ndarray): HxW integer labels.
+        categories (OrderedDict[str, tuple[int]]): category name -> the labels merged into it;
+            category ids are 1, 2, ... in this order.
+        min_area (int): components of this many pixels or fewer are dropped (background).
+
+    Returns:
+        list[dict]: COCO annotations (``bbox`` XYWH, ``area``, compressed-RLE ``segmentation``,
+        ``category_id``, ``iscrowd``), without ``id`` and ``image_id``.
+    """
+    annotations = []
+    for category_id, labels in enumerate(categories.values(), start=1):
+        components, count = ndimage.label(np.isin(label_mask, labels), _EIGHT_CONNECTED)
+        for index, area in enumerate(np.bincount(components.ravel())[1:], start=1):
+            if area <= min_area:
+                continue
+            component = components == index
+            rle = mask_util.encode(np.asfortranarray(component.astype(np.uint8)))
+            rle["counts"] = rle["counts"].decode("ascii")
+            x, y, w, h = mask_util.toBbox(rle).tolist()
+            annotations.append(
+                {
+                    "bbox": [x, y, w, h],
+                    "area": int(area),
+                    "segmentation": rle,
+                    "category_id": category_id,
+                    "iscrowd": 0,
+                }
+            )
+    return annotations
+
+
+def split_by_group(groups, val_fraction=0.2, seed=0):
+    """Assign whole groups (scans, patients, source documents) to train or val.
+
+    Args:
+        groups (Iterable[str]): the group of each item.
+        val_fraction (float): fraction of the groups (rounded up, at least one when there are
+            two or more groups) that go to val.
+        seed (int): seed of the shuffle of the sorted group names.
+
+    Returns:
+        set[str]: the groups in val; no group is in both splits.
+    """
+    unique = sorted(set(groups))
+    if len(unique) < 2 or val_fraction <= 0:
+        return set()
+    order = np.random.default_rng(seed).permutation(len(unique))
+    num_val = min(len(unique) - 1, max(1, math.ceil(len(unique) * val_fraction)))
+    return {unique[i] for i in order[:num_val]}
+
+
+def list_cncb_pairs(root):
+    """Pairs of the CNCB lesion layout: ``image/<scan>/<frame>.jpg`` and ``mask/<scan>/<frame>.png``.
+
+    Returns:
+        list[tuple[str, str, str]]: (image path, mask path, scan id), sorted.
+
+    Raises:
+        DatasetFormatError: a missing folder, or an image or mask without its pair.
+    """
+    image_dir, mask_dir = os.path.join(root, "image"), os.path.join(root, "mask")
+    for folder in (image_dir, mask_dir):
+        if not os.path.isdir(folder):
+            raise DatasetFormatError(folder, "folder not found (expected the CNCB layout)")
+    images = _stems(image_dir, nested=True)
+    masks = _stems(mask_dir, nested=True)
+    _check_pairs(images, masks)
+    return [(images[k], masks[k], k.split("/")[0]) for k in sorted(images)]
+
+
+def list_folder_pairs(images_dir, masks_dir):
+    """Pairs of a flat layout: ``images/<name>.<ext>`` and ``masks/<name>.png``.
+
+    Returns:
+        list[tuple[str, str, str]]: (image path, mask path, name), sorted by name.
+    """
+    for folder in (images_dir, masks_dir):
+        if not os.path.isdir(folder):
+            raise DatasetFormatError(folder, "folder not found")
+    images, masks = _stems(images_dir), _stems(masks_dir)
+    _check_pairs(images, masks)
+    return [(images[k], masks[k], k) for k in sorted(images)]
+
+
+def _stems(folder, nested=False):
+    found = {}
+    for dirpath, _, files in os.walk(folder):
+        for name in files:
+            if name.startswith("."):
+                continue
+            path = os.path.join(dirpath, name)
+            key = os.path.splitext(os.path.relpath(path, folder))[0].replace(os.sep, "/")
+            if not nested and "/" in key:
+                continue
+            if key in found:
+                raise DatasetFormatError(path, f"two files for the same slice ({found[key]})")
+            found[key] = path
+    return found
+
+
+def _check_pairs(images, masks):
+    for key in sorted(set(images) ^ set(masks)):
+        if key in images:
+            raise DatasetFormatError(images[key], "image has no mask (missing pair)")
+        raise DatasetFormatError(masks[key], "mask has no image (missing pair)")
+
+
+def convert_pairs(
+    pairs,
+    output_dir,
+    *,
+    categories,
+    mask_values,
+    val_groups,
+    image_root,
+    transpose=False,
+    min_area=100,
+    overwrite=False,
+):
+    """Convert (image, mask, group) pairs to ``output_dir/annotations/{train,val}.json``.
+
+    Args:
+        pairs (list[tuple[str, str, str]]): from ``list_cncb_pairs`` or ``list_folder_pairs``.
+        output_dir (str): where the annotations (and transposed images, if any) are written.
+        categories (OrderedDict[str, tuple[int]]): category name -> mask labels.
+        mask_values (tuple[int]): every label the layout declares (lung field included).
+        val_groups (set[str]): groups that go to val (see ``split_by_group``).
+        image_root (str): folder the JSON ``file_name`` entries are relative to.
+        transpose (bool): images and masks are stored transposed; write ``.T`` copies of the
+            images as PNG under ``output_dir/images`` and annotate those.
+        min_area (int): see ``mask_to_annotations``.
+        overwrite (bool): replace existing annotation files.
+
+    Returns:
+        dict[str, str]: split name -> path of its JSON file.
+    """
+    outputs = {s: os.path.join(output_dir, "annotations", f"{s}.json") for s in ("train", "val")}
+    for path in outputs.values():
+        if os.path.exists(path) and not overwrite:
+            raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+    if transpose:
+        image_root = os.path.join(output_dir, "images")
+        os.makedirs(image_root, exist_ok=True)
+    info = {"image_root": os.path.abspath(image_root), "min_area": min_area}
+    cats = [{"id": i, "name": n} for i, n in enumerate(categories, start=1)]
+    splits = {s: {"info": info, "categories": cats, "images": [], "annotations": []} for s in outputs}
+    image_ids, ann_ids = itertools.count(1), itertools.count(1)
+    for image_path, mask_path, group in tqdm(pairs, desc="converting", unit="slice"):
+        image = read_grey_image(image_path)
+        mask = read_label_mask(mask_path, mask_values)
+        if image.shape != mask.shape:
+            raise DatasetFormatError(
+                mask_path, f"mask size {mask.shape[::-1]} differs from image {image_path} "
+                f"size {image.shape[::-1]} (width, height)"
+            )
+        if transpose:
+            image, mask = image.T, mask.T
+            name = os.path.splitext(os.path.basename(mask_path))[0] + ".png"
+            image_path = os.path.join(image_root, name)
+            if os.path.exists(image_path) and not overwrite:
+                raise FileExistsError(f"{image_path} exists; pass --overwrite to replace it")
+            Image.fromarray(np.ascontiguousarray(image)).save(image_path)
+        coco = splits["val" if group in val_groups else "train"]
+        image_id = next(image_ids)
+        coco["images"].append(
+            {
+                "id": image_id,
+                "file_name": os.path.relpath(image_path, image_root).replace(os.sep, "/"),
+                "height": int(mask.shape[0]),
+                "width": int(mask.shape[1]),
+                "group": group,
+            }
+        )
+        for ann in mask_to_annotations(mask, categories, min_area):
+            ann.update(id=next(ann_ids), image_id=image_id)
+            coco["annotations"].append(ann)
+    for split, path in outputs.items():
+        write_json_atomic(splits[split], path, overwrite=overwrite)
+        logger.info(
+            "%s: %d images, %d instances", path, len(splits[split]["images"]),
+            len(splits[split]["annotations"]),
+        )
+    return outputs
+
+
+# layout name -> (lister, declared mask values, merged categories, separate categories, transposed)
+LAYOUTS = {
+    "cncb": (list_cncb_pairs, CNCB_VALUES, CNCB_MERGED, CNCB_SEPARATE, False),
+    "binary-folder": (None, BINARY_VALUES, BINARY_MERGED, None, False),
+    "two-label-folder": (None, TWO_LABEL_VALUES, TWO_LABEL_MERGED, TWO_LABEL_SEPARATE, False),
+    "medseg-multiclass": (None, TWO_LABEL_VALUES, TWO_LABEL_MERGED, TWO_LABEL_SEPARATE, True),
+}
+
+
+def convert_layout(layout, input_dir, output_dir, *, separate=False, val_fraction=0.2, seed=0,
+                   min_area=100, overwrite=False):
+    """Convert a dataset folder of a known layout to COCO JSON with a train/val split by group.
+
+    Layouts: ``cncb`` (``image/<scan>/<frame>.jpg``, ``mask/<scan>/<frame>.png``, labels 0 bg,
+    1 lung, 2 GGO, 3 consolidation; split by scan); ``binary-folder`` (``images/``, ``masks/``
+    with 0/1, e.g. medseg100); ``two-label-folder`` (``images/``, ``masks/`` with 0 bg, 1 GGO,
+    2 consolidation, e.g. the synthetic set); ``medseg-multiclass`` (the same, stored transposed).
+    Folder layouts split by file name, as they carry no scan id.
+
+    Args:
+        separate (bool): keep GGO and consolidation apart instead of merging them into Lesion.
+
+    Returns:
+        dict[str, str]: split name -> JSON path.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; choose from {sorted(LAYOUTS)}")
+    lister, values, merged, apart, transpose = LAYOUTS[layout]
+    if separate and apart is None:
+        raise ValueError(f"layout {layout!r} has a single lesion label; it cannot be separated")
+    if lister is None:
+        pairs = list_folder_pairs(os.path.join(input_dir, "images"), os.path.join(input_dir, "masks"))
+    else:
+        pairs = lister(input_dir)
+    if not pairs:
+        raise DatasetFormatError(input_dir, "no image/mask pairs found")
+    return convert_pairs(
+        pairs,
+        output_dir,
+        categories=apart if separate else merged,
+        mask_values=values,
+        val_groups=split_by_group([g for _, _, g in pairs], val_fraction, seed),
+        image_root=input_dir,
+        transpose=transpose,
+        min_area=min_area,
+        overwrite=overwrite,
+    )
