@@ -2,7 +2,7 @@
 # environment when it is missing and reuse it when it is current (tools/setup_env.sh).
 SHELL := /bin/bash
 PY := PYTHONPATH=$(CURDIR) $(CURDIR)/.venv/bin/python
-DEMO_DIR ?= output/demo
+DEMO_DIR ?= output/demo-$(shell date +%Y%m%d-%H%M%S)
 
 .PHONY: env demo test count-params benchmark clean-demo
 

@@ -1,0 +1,53 @@
+"""Lesion overlays drawn with Detectron2's ``Visualizer``."""
+import os
+
+import numpy as np
+from detectron2.data import MetadataCatalog
+from detectron2.data.detection_utils import read_image
+from detectron2.utils.visualizer import ColorMode, Visualizer
+from PIL import Image
+
+
+def draw_predictions(image_rgb, instances, metadata):
+    """Boxes, masks, class and confidence of predicted lesions over an RGB uint8 image."""
+    vis = Visualizer(image_rgb, metadata, instance_mode=ColorMode.IMAGE)
+    return vis.draw_instance_predictions(instances.to("cpu")).get_image()
+
+
+def draw_ground_truth(image_rgb, record, metadata):
+    """The annotated lesions of a dataset record over an RGB uint8 image."""
+    return Visualizer(image_rgb, metadata).draw_dataset_dict(record).get_image()
+
+
+def save_prediction_panels(predictor, records, dataset_name, output_dir, overwrite=False):
+    """Write one PNG per record: the prediction on the left, the ground truth on the right.
+
+    Args:
+        predictor (DefaultPredictor): a trained lesion model.
+        records (list[dict]): Detectron2 dataset dicts.
+        dataset_name (str): for the class names in ``MetadataCatalog``.
+        output_dir (str): created if missing.
+        overwrite (bool): replace existing panels.
+
+    Returns:
+        list[str]: the written paths.
+    """
+    metadata = MetadataCatalog.get(dataset_name)
+    os.makedirs(output_dir, exist_ok=True)
+    paths = []
+    for record in records:
+        name = os.path.splitext(os.path.basename(record["file_name"]))[0] + "_panel.png"
+        path = os.path.join(output_dir, name)
+        if os.path.exists(path) and not overwrite:
+            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+        image_bgr = read_image(record["file_name"], format="BGR")
+        prediction = predictor(image_bgr)["instances"]
+        image_rgb = np.ascontiguousarray(image_bgr[:, :, ::-1])
+        panel = np.concatenate(
+            [draw_predictions(image_rgb, prediction, metadata),
+             draw_ground_truth(image_rgb, record, metadata)],
+            axis=1,
+        )
+        Image.fromarray(panel).save(path)
+        paths.append(path)
+    return paths
