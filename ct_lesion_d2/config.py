@@ -16,3 +16,26 @@ def add_ct_lesion_config(cfg):
 
     # Optimizer: "SGD" (Detectron2's default) or "ADAM" (the paper: Adam, lr 1e-5, wd 1e-3).
     cfg.SOLVER.CT_OPTIMIZER = "SGD"
+
+    # COVID-CT-Mask-Net image classifier (SPEC 2), meta-architecture "CTMaskNetClassifier".
+    cfg.MODEL.CT_CLASSIFIER = CN()
+    # Detectron2 checkpoint of the trained Mask R-CNN whose detector is reused ("" = random).
+    cfg.MODEL.CT_CLASSIFIER.SEGMENTATION_WEIGHTS = ""
+    # B: ranked detections per image fed to module S (128; 256 for the ResNet50 baseline).
+    cfg.MODEL.CT_CLASSIFIER.BATCH_DETECTIONS = 128
+    # F: width of the two hidden layers of module S (512; 1024 for the ResNet50 baseline).
+    cfg.MODEL.CT_CLASSIFIER.HIDDEN_DIM = 512
+    # Image classes: 0 Control, 1 Common Pneumonia, 2 COVID-19.
+    cfg.MODEL.CT_CLASSIFIER.NUM_CLASSES = 3
+    # RoI score threshold; below zero so that no candidate is dropped for its score.
+    cfg.MODEL.CT_CLASSIFIER.ROI_SCORE_THRESH = -0.01
+    # IoU threshold of the class-specific NMS over the RoI detections.
+    cfg.MODEL.CT_CLASSIFIER.ROI_NMS_THRESH = 0.75
+    # Drop zero-area boxes, then replicate survivors in rank order to fill B (else pad zeros).
+    cfg.MODEL.CT_CLASSIFIER.REMOVE_EMPTY_BOXES = True
+    # Score detections with a sigmoid of the class logit instead of the softmax over classes.
+    cfg.MODEL.CT_CLASSIFIER.SIGMOID_SCORES = False
+    # The 4 numbers after the score: "deltas" (raw regression) or "boxes" (decoded, / image w, h).
+    cfg.MODEL.CT_CLASSIFIER.ROW_FEATURES = "deltas"
+    # Train the affine weight/bias of the backbone BatchNorm layers beside module S.
+    cfg.MODEL.CT_CLASSIFIER.TRAIN_BN_AFFINE = True

@@ -1,0 +1,225 @@
+"""COVID-CT-Mask-Net: a chest-CT slice classifier on top of a trained lesion Mask R-CNN (SPEC 2).
+
+The detector (backbone, RPN, RoI box branch) of the segmentation model runs in inference mode
+and ranks B detections per image; each becomes a row ``[confidence, 4 box-regression deltas]``
+and module S classifies the flattened B x 5 batch as Control, Common Pneumonia or COVID-19.
+Only module S and the affine parameters of the backbone BatchNorm layers are trained.
+"""
+import logging
+
+import torch
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
+from detectron2.structures import Boxes
+from torch import nn
+from torch.nn import functional as F
+
+from .roi_batch import ROW_FEATURES, build_roi_batch
+from .segmentation_weights import load_segmentation_weights
+
+__all__ = ["CTMaskNetClassifier", "build_s_module"]
+
+logger = logging.getLogger(__name__)
+
+
+def build_s_module(batch_detections, hidden_dim, num_classes):
+    """Module S: Linear(5B -> F) + ReLU, Linear(F -> F) + ReLU, Linear(F -> num_classes).
+
+    Args:
+        batch_detections (int): B, the ranked detections per image (5 numbers each).
+        hidden_dim (int): F.
+        num_classes (int): image classes.
+
+    Returns:
+        nn.Sequential: maps (N, 5B) to (N, num_classes) logits.
+    """
+    return nn.Sequential(
+        nn.Linear(5 * batch_detections, hidden_dim),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden_dim, hidden_dim),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden_dim, num_classes),
+    )
+
+
+@META_ARCH_REGISTRY.register()
+class CTMaskNetClassifier(GeneralizedRCNN):
+    """COVID-CT-Mask-Net image classifier: a frozen Mask R-CNN detector (no mask branch) + S.
+
+    Inputs are Detectron2's ``list[dict]`` with ``"image"`` and, for training, ``"class_id"``
+    (int: 0 Control, 1 Common Pneumonia, 2 COVID-19). Training returns
+    ``{"loss_cls_image"}``; inference returns per image ``class_logits``, ``class_probs``
+    (sigmoid), ``pred_class`` (argmax), ``roi_boxes`` (``Boxes``, B ranked rows, rescaled to
+    the input's ``height``/``width``) and ``roi_scores`` (B,). An image on which no detection
+    survives (no proposal with a non-empty box) is classified from a batch of B zero rows.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        classifier,
+        batch_detections,
+        roi_score_thresh=-0.01,
+        roi_nms_thresh=0.75,
+        remove_empty_boxes=True,
+        sigmoid_scores=False,
+        row_features="deltas",
+        train_bn_affine=True,
+        segmentation_weights="",
+        **kwargs,
+    ):
+        """
+        Args:
+            classifier (nn.Module): module S, (N, 5B) -> (N, num_classes) logits.
+            batch_detections (int): B, ranked detections per image.
+            roi_score_thresh (float): RoI score threshold (below 0: none dropped for its score).
+            roi_nms_thresh (float): IoU threshold of the class-specific NMS.
+            remove_empty_boxes (bool): remove zero-area boxes and replicate survivors to B.
+            sigmoid_scores (bool): sigmoid of the class logit as confidence instead of softmax.
+            row_features (str): "deltas" (raw regression) or "boxes" (decoded, normalised).
+            train_bn_affine (bool): train the backbone BatchNorm weight and bias beside S.
+            segmentation_weights (str): Mask R-CNN checkpoint to load ("" = random detector).
+            **kwargs: :class:`GeneralizedRCNN` arguments; roi_heads as ``StandardROIHeads``.
+        """
+        super().__init__(**kwargs)
+        if row_features not in ROW_FEATURES:
+            raise ValueError(f"MODEL.CT_CLASSIFIER.ROW_FEATURES must be one of {ROW_FEATURES}")
+        if getattr(self.roi_heads, "mask_on", False):
+            raise ValueError("CTMaskNetClassifier needs MODEL.MASK_ON False")
+        self.classifier = classifier
+        self.num_classes = classifier[-1].out_features
+        self.batch_options = {
+            "batch_size": batch_detections,
+            "score_thresh": roi_score_thresh,
+            "nms_thresh": roi_nms_thresh,
+            "remove_empty_boxes": remove_empty_boxes,
+            "row_features": row_features,
+        }
+        self.sigmoid_scores = sigmoid_scores
+        self.segmentation_report = load_segmentation_weights(self, segmentation_weights)
+        self._freeze_detector(train_bn_affine)
+
+    @classmethod
+    def from_config(cls, cfg):
+        ct = cfg.MODEL.CT_CLASSIFIER
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.MODEL.MASK_ON = False
+        return {
+            **super().from_config(cfg),
+            "classifier": build_s_module(ct.BATCH_DETECTIONS, ct.HIDDEN_DIM, ct.NUM_CLASSES),
+            "batch_detections": ct.BATCH_DETECTIONS,
+            "roi_score_thresh": ct.ROI_SCORE_THRESH,
+            "roi_nms_thresh": ct.ROI_NMS_THRESH,
+            "remove_empty_boxes": ct.REMOVE_EMPTY_BOXES,
+            "sigmoid_scores": ct.SIGMOID_SCORES,
+            "row_features": ct.ROW_FEATURES,
+            "train_bn_affine": ct.TRAIN_BN_AFFINE,
+            "segmentation_weights": ct.SEGMENTATION_WEIGHTS,
+        }
+
+    @property
+    def detector(self):
+        """tuple[nn.Module]: the modules reused from the segmentation model (backbone, RPN,
+        RoI heads), kept in inference mode."""
+        return (self.backbone, self.proposal_generator, self.roi_heads)
+
+    def _freeze_detector(self, train_bn_affine):
+        """Freeze the detector, except the backbone BatchNorm weight/bias if asked, and put it
+        in inference mode."""
+        for module in self.detector:
+            module.requires_grad_(False)
+        for module in self.backbone.modules():
+            if train_bn_affine and isinstance(module, nn.modules.batchnorm._BatchNorm):
+                if module.affine:
+                    module.weight.requires_grad_(True)
+                    module.bias.requires_grad_(True)
+        self.train(self.training)
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        logger.info(f"CTMaskNetClassifier: {trainable:,} trainable parameters (S + backbone BN)")
+
+    def train(self, mode=True):
+        """Set module S to ``mode``; the detector always stays in inference mode, so the RPN and
+        RoI heads behave as at test time and BatchNorm running statistics never change."""
+        super().train(mode)
+        for module in self.detector:
+            module.train(False)
+        return self
+
+    def forward(self, batched_inputs):
+        """
+        Args:
+            batched_inputs (list[dict]): ``"image"`` (C, H, W); ``"class_id"`` (int) for
+                training; optional ``"height"``, ``"width"`` for the output ``roi_boxes``.
+
+        Returns:
+            dict[str, Tensor] in training (``loss_cls_image``), else list[dict] (see class).
+        """
+        images = self.preprocess_image(batched_inputs)
+        features = self.backbone(images.tensor)
+        proposals, _ = self.proposal_generator(images, features, None)
+        batches = self.roi_batches(features, proposals)
+        logits = self.classifier(torch.stack([b.rows for b in batches]).flatten(1))
+        if self.training:
+            return {"loss_cls_image": self.losses(logits, batched_inputs)}
+        return self._outputs(logits, batches, batched_inputs, images.image_sizes)
+
+    def roi_batches(self, features, proposals):
+        """The ranked RoI batch of each image (see :func:`build_roi_batch`).
+
+        Args:
+            features (dict[str, Tensor]): backbone features.
+            proposals (list[Instances]): RPN proposals, one per image.
+
+        Returns:
+            list[RoIBatch]: rows (B, 5), boxes (B, 4), scores (B,) per image.
+        """
+        heads = self.roi_heads
+        box_features = heads.box_pooler(
+            [features[f] for f in heads.box_in_features], [p.proposal_boxes for p in proposals]
+        )
+        predictions = heads.box_predictor(heads.box_head(box_features))
+        logits, deltas = predictions
+        num_fg = logits.shape[1] - 1
+        if self.sigmoid_scores:
+            scores = torch.sigmoid(logits[:, :num_fg])
+        else:
+            scores = F.softmax(logits, dim=1)[:, :num_fg]
+        boxes = torch.cat(heads.box_predictor.predict_boxes(predictions, proposals))
+        # class-agnostic regression: the same box for every class
+        boxes, deltas = (t.reshape(len(t), -1, 4).expand(-1, num_fg, 4) for t in (boxes, deltas))
+        sizes = [len(p) for p in proposals]
+        return [
+            build_roi_batch(s, b, d, p.image_size, **self.batch_options)
+            for s, b, d, p in zip(
+                scores.split(sizes), boxes.split(sizes), deltas.split(sizes), proposals
+            )
+        ]
+
+    def losses(self, logits, batched_inputs):
+        """Sigmoid binary cross-entropy of the image logits against the one-hot class."""
+        class_ids = torch.as_tensor([x["class_id"] for x in batched_inputs], device=logits.device)
+        targets = F.one_hot(class_ids.long(), self.num_classes).to(logits.dtype)
+        return F.binary_cross_entropy_with_logits(logits, targets)
+
+    def _outputs(self, logits, batches, batched_inputs, image_sizes):
+        """Per-image inference dicts, with ``roi_boxes`` rescaled to the output resolution."""
+        results = []
+        for logit, batch, inputs, (height, width) in zip(
+            logits, batches, batched_inputs, image_sizes
+        ):
+            roi_boxes = Boxes(batch.boxes.detach().clone())
+            roi_boxes.scale(
+                inputs.get("width", width) / width, inputs.get("height", height) / height
+            )
+            results.append(
+                {
+                    "class_logits": logit,
+                    "class_probs": torch.sigmoid(logit),
+                    "pred_class": logit.argmax(),
+                    "roi_boxes": roi_boxes,
+                    "roi_scores": batch.scores,
+                }
+            )
+        return results

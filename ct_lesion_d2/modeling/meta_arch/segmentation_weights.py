@@ -1,0 +1,89 @@
+"""Load the detector of a trained segmentation Mask R-CNN into the COVID-CT-Mask-Net classifier.
+
+The classifier shares its backbone, RPN and RoI box branch with the Mask R-CNN, so their keys
+match one to one. Detectron2's ``DetectionCheckpointer`` does the loading (file formats, the
+``module.`` prefix of DDP checkpoints, skipping tensors of the wrong shape); this module only
+keeps its report of incompatible keys and adds which keys were taken.
+"""
+import logging
+from typing import List, NamedTuple, Tuple
+
+from detectron2.checkpoint import DetectionCheckpointer
+
+logger = logging.getLogger(__name__)
+
+
+class SegmentationWeightsReport(NamedTuple):
+    """What a segmentation checkpoint gave the classifier.
+
+    Attributes:
+        path (str): the checkpoint file ("" when none was loaded).
+        loaded (list[str]): model keys filled from the checkpoint.
+        missing (list[str]): model keys the checkpoint did not fill (module S is expected).
+        unused (list[str]): checkpoint keys the model has no use for (the mask head is expected).
+        incorrect_shapes (list[tuple]): ``(key, checkpoint shape, model shape)``, not loaded.
+    """
+
+    path: str
+    loaded: List[str]
+    missing: List[str]
+    unused: List[str]
+    incorrect_shapes: List[Tuple[str, tuple, tuple]]
+
+
+class _ReportingCheckpointer(DetectionCheckpointer):
+    """A ``DetectionCheckpointer`` that keeps the incompatible keys it finds."""
+
+    def _load_model(self, checkpoint):
+        self.incompatible = super()._load_model(checkpoint)
+        return self.incompatible
+
+
+def load_segmentation_weights(model, path):
+    """Fill ``model`` with the weights of a segmentation checkpoint, strictly=False, and log it.
+
+    Args:
+        model (nn.Module): a ``CTMaskNetClassifier`` (or any model sharing key names).
+        path (str): a Detectron2 checkpoint of the Mask R-CNN; "" keeps the random detector
+            and logs a warning.
+
+    Returns:
+        SegmentationWeightsReport: keys taken, missing and unused.
+    """
+    model_keys = list(model.state_dict())
+    if not path:
+        logger.warning(
+            "MODEL.CT_CLASSIFIER.SEGMENTATION_WEIGHTS is empty: the detector of the classifier "
+            "keeps its random weights; COVID-CT-Mask-Net expects a trained segmentation model."
+        )
+        return SegmentationWeightsReport("", [], model_keys, [], [])
+    checkpointer = _ReportingCheckpointer(model)
+    checkpointer.load(path, checkpointables=[])
+    incompatible = checkpointer.incompatible
+    skipped = {key for key, _, _ in incompatible.incorrect_shapes}
+    missing = set(incompatible.missing_keys) | skipped
+    report = SegmentationWeightsReport(
+        path=path,
+        loaded=[k for k in model_keys if k not in missing],
+        missing=[k for k in model_keys if k in missing],
+        unused=list(incompatible.unexpected_keys),
+        incorrect_shapes=list(incompatible.incorrect_shapes),
+    )
+    _log_report(report)
+    return report
+
+
+def _log_report(report):
+    """Log a one-line summary and the key lists of a ``SegmentationWeightsReport``."""
+    logger.info(
+        f"Segmentation weights {report.path}: {len(report.loaded)} keys loaded, "
+        f"{len(report.missing)} model keys missing, {len(report.unused)} checkpoint keys unused, "
+        f"{len(report.incorrect_shapes)} of the wrong shape."
+    )
+    logger.info("Loaded keys: " + ", ".join(report.loaded))
+    if report.missing:
+        logger.info("Model keys not in the checkpoint: " + ", ".join(report.missing))
+    if report.unused:
+        logger.info("Checkpoint keys unused (a mask head is expected): " + ", ".join(report.unused))
+    for key, shape_checkpoint, shape_model in report.incorrect_shapes:
+        logger.warning(f"Not loaded, {key}: checkpoint {shape_checkpoint}, model {shape_model}")
