@@ -3,7 +3,7 @@
 
 Generates synthetic CT-like slices, converts them to COCO, trains the ResNet18_T1 lesion
 segmenter with the CPU schedule, evaluates it with COCOEvaluator, writes Visualizer panels and
-prints the AP. About 5 minutes on 2 CPU cores.
+prints the AP. About 9 minutes on 2 CPU cores.
 
     python tools/demo.py --output output/demo
 """

@@ -8,18 +8,35 @@ from detectron2.utils.visualizer import ColorMode, Visualizer
 from PIL import Image
 
 
-def draw_predictions(image_rgb, instances, metadata):
-    """Boxes, masks, class and confidence of predicted lesions over an RGB uint8 image."""
-    vis = Visualizer(image_rgb, metadata, instance_mode=ColorMode.IMAGE)
-    return vis.draw_instance_predictions(instances.to("cpu")).get_image()
+# Small slices are drawn enlarged so that labels stay legible.
+_MIN_PANEL_SIDE = 512
+
+
+def _scale(image):
+    return max(1.0, _MIN_PANEL_SIDE / max(image.shape[:2]))
+
+
+def draw_predictions(image_rgb, instances, metadata, score_threshold=0.0):
+    """Boxes, masks, class and confidence of predicted lesions over an RGB uint8 image.
+
+    Args:
+        score_threshold (float): detections scoring below it are not drawn.
+    """
+    instances = instances.to("cpu")
+    instances = instances[instances.scores >= score_threshold]
+    vis = Visualizer(image_rgb, metadata, scale=_scale(image_rgb), instance_mode=ColorMode.IMAGE)
+    return vis.draw_instance_predictions(instances).get_image()
 
 
 def draw_ground_truth(image_rgb, record, metadata):
     """The annotated lesions of a dataset record over an RGB uint8 image."""
-    return Visualizer(image_rgb, metadata).draw_dataset_dict(record).get_image()
+    vis = Visualizer(image_rgb, metadata, scale=_scale(image_rgb))
+    return vis.draw_dataset_dict(record).get_image()
 
 
-def save_prediction_panels(predictor, records, dataset_name, output_dir, overwrite=False):
+def save_prediction_panels(
+    predictor, records, dataset_name, output_dir, score_threshold=0.5, overwrite=False
+):
     """Write one PNG per record: the prediction on the left, the ground truth on the right.
 
     Args:
@@ -27,6 +44,7 @@ def save_prediction_panels(predictor, records, dataset_name, output_dir, overwri
         records (list[dict]): Detectron2 dataset dicts.
         dataset_name (str): for the class names in ``MetadataCatalog``.
         output_dir (str): created if missing.
+        score_threshold (float): the lowest confidence drawn.
         overwrite (bool): replace existing panels.
 
     Returns:
@@ -44,7 +62,7 @@ def save_prediction_panels(predictor, records, dataset_name, output_dir, overwri
         prediction = predictor(image_bgr)["instances"]
         image_rgb = np.ascontiguousarray(image_bgr[:, :, ::-1])
         panel = np.concatenate(
-            [draw_predictions(image_rgb, prediction, metadata),
+            [draw_predictions(image_rgb, prediction, metadata, score_threshold),
              draw_ground_truth(image_rgb, record, metadata)],
             axis=1,
         )
