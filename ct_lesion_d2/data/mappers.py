@@ -1,0 +1,110 @@
+"""Dataset mapper of the slice classifier: any slice file -> a 3-channel tensor and its class."""
+import logging
+
+import numpy as np
+import torch
+from detectron2.config import configurable
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
+
+from .io import DatasetFormatError, read_grey_image
+
+logger = logging.getLogger(__name__)
+
+_CHANNELS = {"RGB": 3, "BGR": 3, "L": 1}
+
+
+def crop_to_box(image, box, file_name=None):
+    """Crop an HxW(xC) array to ``[xmin, ymin, xmax, ymax]`` (exclusive ends), clipped to it.
+
+    Args:
+        image (np.ndarray): the slice.
+        box (Sequence[int]): the crop box in pixels.
+        file_name (str or None): named in the error.
+
+    Returns:
+        np.ndarray: the cropped view.
+
+    Raises:
+        DatasetFormatError: the box does not overlap the image.
+    """
+    height, width = image.shape[:2]
+    xmin, ymin = max(0, int(box[0])), max(0, int(box[1]))
+    xmax, ymax = min(width, int(box[2])), min(height, int(box[3]))
+    if xmax <= xmin or ymax <= ymin:
+        raise DatasetFormatError(
+            file_name or "<image>",
+            f"crop box {list(box)} is outside the image of size {width}x{height} (width x height)",
+        )
+    return image[ymin:ymax, xmin:xmax]
+
+
+class ClassificationDatasetMapper:
+    """Map a classification record to the input of ``CTMaskNetClassifier``.
+
+    Every file (grey, RGB, RGBA, 8 or 16 bit) is read as one grey channel with
+    ``read_grey_image`` (colour becomes luminance, 16 bit is scaled by its range) and replicated
+    to the channels of ``INPUT.FORMAT``, the way the segmentation model sees grey CT slices.
+    The record's ``crop`` box is applied when ``use_crop`` is set, then the augmentations
+    (``ResizeShortestEdge``, and ``RandomFlip`` at train time per ``INPUT.RANDOM_FLIP``).
+
+    The output has ``image`` (CxHxW float32, 0-255), ``height`` and ``width`` (the size before
+    resizing, i.e. of the crop when cropping, so that boxes the model rescales to it stay in
+    that frame), ``class_id``, ``file_name``, ``image_id`` and, when cropped, ``crop``.
+    """
+
+    @configurable
+    def __init__(self, is_train, *, augmentations, image_format="RGB", use_crop=False):
+        """
+        Args:
+            is_train (bool): training (random augmentations) or inference.
+            augmentations (list[Augmentation or Transform]): applied to the grey slice.
+            image_format (str): ``"RGB"``, ``"BGR"`` (3 equal channels) or ``"L"`` (one).
+            use_crop (bool): crop to the record's ``crop`` box (COVIDx-CT body crop) first.
+        """
+        if image_format not in _CHANNELS:
+            raise ValueError(f"image_format {image_format!r} not supported; use {list(_CHANNELS)}")
+        self.is_train = is_train
+        self.augmentations = T.AugmentationList(augmentations)
+        self.image_format = image_format
+        self.use_crop = use_crop
+        mode = "training" if is_train else "inference"
+        logger.info(f"[ClassificationDatasetMapper] Augmentations used in {mode}: {augmentations}")
+
+    @classmethod
+    def from_config(cls, cfg, is_train=True):
+        return {
+            "is_train": is_train,
+            "augmentations": utils.build_augmentation(cfg, is_train),
+            "image_format": cfg.INPUT.FORMAT,
+            "use_crop": bool(cfg.INPUT.get("CT_CLASSIFIER_CROP", False)),
+        }
+
+    def __call__(self, dataset_dict):
+        """
+        Args:
+            dataset_dict (dict): a record with ``file_name`` and optionally ``class_id``
+                (absent for unlabelled slices), ``image_id`` and ``crop``.
+
+        Returns:
+            dict: the model input (see the class docstring); ``dataset_dict`` is not modified.
+        """
+        image = read_grey_image(dataset_dict["file_name"])
+        result = {}
+        if self.use_crop and dataset_dict.get("crop") is not None:
+            image = crop_to_box(image, dataset_dict["crop"], dataset_dict["file_name"])
+            result["crop"] = list(dataset_dict["crop"])
+        height, width = image.shape
+        aug_input = T.AugInput(image)
+        self.augmentations(aug_input)
+        grey = torch.from_numpy(np.array(aug_input.image, dtype=np.float32))
+        result.update(
+            image=grey.unsqueeze(0).repeat(_CHANNELS[self.image_format], 1, 1),
+            height=height,
+            width=width,
+            file_name=dataset_dict["file_name"],
+            image_id=dataset_dict.get("image_id", dataset_dict["file_name"]),
+        )
+        if dataset_dict.get("class_id") is not None:
+            result["class_id"] = int(dataset_dict["class_id"])
+        return result
