@@ -1,4 +1,4 @@
-"""Project config keys of ct-lesion-d2, added to Detectron2's defaults by ``add_ct_lesion_config``."""
+"""Project config keys of ct-lesion-d2, added to Detectron2's defaults."""
 from detectron2.config import CfgNode as CN
 
 
@@ -39,3 +39,5 @@ def add_ct_lesion_config(cfg):
     cfg.MODEL.CT_CLASSIFIER.ROW_FEATURES = "deltas"
     # Train the affine weight/bias of the backbone BatchNorm layers beside module S.
     cfg.MODEL.CT_CLASSIFIER.TRAIN_BN_AFFINE = True
+    # Crop classification slices to the box given with each record (COVIDx-CT body crop).
+    cfg.INPUT.CT_CLASSIFIER_CROP = False

@@ -1,14 +1,19 @@
-"""Detectron2's ``DefaultTrainer`` with the project's evaluator and optimizer choices."""
+"""Detectron2's ``DefaultTrainer`` with the project's evaluators, mappers and optimizer."""
 import logging
 import os
 
 import torch
+from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer
 from detectron2.evaluation import COCOEvaluator
 
+from ..data.mappers import ClassificationDatasetMapper
+from ..evaluation import CTClassificationEvaluator
 from ..solver import build_ct_optimizer
 
 logger = logging.getLogger(__name__)
+
+CLASSIFIER_META_ARCHITECTURES = ("CTMaskNetClassifier",)
 
 
 def resolve_device(cfg):
@@ -23,15 +28,37 @@ def resolve_device(cfg):
     return cfg
 
 
+def is_classifier(cfg):
+    """Whether the config builds an image classifier rather than a lesion segmenter."""
+    return cfg.MODEL.META_ARCHITECTURE in CLASSIFIER_META_ARCHITECTURES
+
+
 class CTLesionTrainer(DefaultTrainer):
-    """``DefaultTrainer`` with ``COCOEvaluator`` (bbox, segm) in its pure-Python mode, which
-    needs no compiled Detectron2 op, and Adam available through ``SOLVER.CT_OPTIMIZER``."""
+    """``DefaultTrainer`` for both model kinds.
+
+    Lesion segmenters get ``COCOEvaluator`` (bbox, segm) in its pure-Python mode, which needs no
+    compiled Detectron2 op; classifiers get ``ClassificationDatasetMapper`` and
+    ``CTClassificationEvaluator``. Adam is available through ``SOLVER.CT_OPTIMIZER``.
+    """
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", "coco")
+        if evaluator_type == "ct_classification":
+            return CTClassificationEvaluator(dataset_name, output_dir=output_folder)
         return COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=False)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        mapper = ClassificationDatasetMapper(cfg, True) if is_classifier(cfg) else None
+        return build_detection_train_loader(cfg, mapper=mapper)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        mapper = ClassificationDatasetMapper(cfg, False) if is_classifier(cfg) else None
+        return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
 
     @classmethod
     def build_optimizer(cls, cfg, model):

@@ -1,0 +1,65 @@
+"""The classifier through DefaultTrainer: its mapper, its evaluator and a segmentation checkpoint."""
+import json
+import os
+
+import pytest
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.modeling import build_model
+
+from ct_lesion_d2.data.datasets import register_ct_classification
+from ct_lesion_d2.data.synthetic import generate_synthetic_slices
+from ct_lesion_d2.engine import CTLesionTrainer
+from ct_lesion_d2.model_zoo import get_config
+
+NAME = "ct_lesion_test_cls_synthetic"
+CLASSES = ["Control", "Common Pneumonia", "COVID-19"]
+SMALL = ["INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "128", "INPUT.MIN_SIZE_TEST",
+         "128", "INPUT.MAX_SIZE_TEST", "128", "MODEL.RPN.POST_NMS_TOPK_TEST", "300",
+         "MODEL.DEVICE", "cpu", "DATALOADER.NUM_WORKERS", "0"]
+
+
+@pytest.fixture
+def synthetic_classes(tmp_path):
+    slices = generate_synthetic_slices(str(tmp_path / "slices"), 6, size=128, progress=False)
+    records = [
+        {"file_name": str(tmp_path / "slices" / r["file_name"]), "image_id": i,
+         "class_id": r["class_id"]}
+        for i, r in enumerate(slices)
+    ]
+    register_ct_classification(NAME, lambda: records, CLASSES)
+    yield records
+    DatasetCatalog.remove(NAME)
+    MetadataCatalog.remove(NAME)
+
+
+def test_classifier_trains_and_evaluates(synthetic_classes, tmp_path):
+    torch.manual_seed(0)
+    segmenter = build_model(get_config("mask_rcnn_R18_T1", ["MODEL.DEVICE", "cpu"]))
+    DetectionCheckpointer(segmenter, save_dir=str(tmp_path)).save("segmenter")
+    cfg = get_config(
+        "classifier_R18_T1",
+        SMALL + [
+            "MODEL.CT_CLASSIFIER.SEGMENTATION_WEIGHTS", str(tmp_path / "segmenter.pth"),
+            "DATASETS.TRAIN", f"('{NAME}',)", "DATASETS.TEST", f"('{NAME}',)",
+            "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "3", "SOLVER.BASE_LR", "0.001",
+            "OUTPUT_DIR", str(tmp_path / "out"), "SOLVER.CHECKPOINT_PERIOD", "100",
+        ],
+    )
+    trainer = CTLesionTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    detector_weight = trainer.model.roi_heads.box_head.fc1.weight.detach().clone()
+    assert torch.equal(detector_weight, segmenter.roi_heads.box_head.fc1.weight)
+    trainer.train()
+    metrics = trainer._last_eval_results["classification"]
+    assert 0.0 <= metrics["accuracy"] <= 100.0
+    assert set(f"sensitivity/{c}" for c in CLASSES) <= set(metrics)
+    out = tmp_path / "out" / "inference" / NAME
+    with open(out / "classification_metrics.json") as f:
+        saved = json.load(f)
+    matrix = saved["confusion_matrix"]
+    assert len(matrix) == 3 and sum(map(sum, matrix)) == len(synthetic_classes)
+    assert os.path.isfile(out / "confusion_matrix.png")
+    # the detector stayed frozen through training
+    assert torch.equal(trainer.model.roi_heads.box_head.fc1.weight, detector_weight)
