@@ -1,9 +1,12 @@
 """A few iterations of real training through DefaultTrainer on real CT slices."""
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from ct_lesion_d2.data.converters import convert_layout
@@ -12,6 +15,9 @@ from ct_lesion_d2.engine import CTLesionTrainer
 from ct_lesion_d2.model_zoo import get_config
 
 NAME = "ct_lesion_test_medseg_few"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN_NET = os.path.join(REPO, "tools", "train_net.py")
+CPU_CONFIG = os.path.join(REPO, "configs", "mask_rcnn_R18_T1_FPN1_medseg100_cpu.yaml")
 
 
 @pytest.fixture
@@ -21,9 +27,10 @@ def few_real_slices(shared_data, tmp_path):
         os.makedirs(source / sub)
         for stem in ("medseg_000", "medseg_001", "medseg_002", "medseg_003"):
             shutil.copy(os.path.join(shared_data, "medseg100", sub, stem + ".png"), source / sub)
-    outputs = convert_layout("binary-folder", str(source), str(tmp_path / "coco"), val_fraction=0)
+    # laid out as $DETECTRON2_DATASETS/medseg100, which tools/train_net.py finds by name
+    outputs = convert_layout("binary-folder", str(source), str(tmp_path / "coco" / "medseg100"))
     register_ct_lesion_coco(NAME, outputs["train"], ["Lesion"])
-    yield
+    yield str(tmp_path / "coco")
     DatasetCatalog.pop(NAME)
     MetadataCatalog.pop(NAME)
 
@@ -45,4 +52,26 @@ def test_loss_goes_down_on_real_slices(few_real_slices, tmp_path):
     losses = [v for v, _ in trainer.storage.history("total_loss").values()]
     assert len(losses) == 30 and np.isfinite(losses).all()
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
-    assert os.path.isfile(tmp_path / "out" / "model_final.pth")
+    weights = tmp_path / "out" / "model_final.pth"
+    assert os.path.isfile(weights)
+
+    # the same weights through the command line tool's --eval-only path
+    env = dict(os.environ, PYTHONPATH=REPO, DETECTRON2_DATASETS=few_real_slices)
+    cmd = [sys.executable, TRAIN_NET, "--config-file", CPU_CONFIG, "--eval-only",
+           "MODEL.WEIGHTS", str(weights), "MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", "256",
+           "INPUT.MAX_SIZE_TEST", "256", "OUTPUT_DIR", str(tmp_path / "eval")]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "copypaste: Task: bbox" in result.stdout + result.stderr
+    assert os.path.isfile(tmp_path / "eval" / "inference" / "ct_lesion_medseg100_val"
+                          / "coco_instances_results.json")
+
+
+@pytest.mark.skipif(torch.cuda.device_count() >= 2, reason="this machine has two CUDA devices")
+def test_several_gpus_without_cuda_is_a_clear_error():
+    cmd = [sys.executable, TRAIN_NET, "--config-file", CPU_CONFIG, "--num-gpus", "2"]
+    result = subprocess.run(cmd, env=dict(os.environ, PYTHONPATH=REPO), capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode != 0
+    assert "--num-gpus 2 needs 2 CUDA devices" in result.stderr
+    assert "Traceback" not in result.stderr
