@@ -4,6 +4,7 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, Boxes, Instances
+from detectron2.utils.events import EventStorage
 
 import ct_lesion_d2  # noqa: F401
 from ct_lesion_d2.model_zoo import SEGMENTATION_VARIANTS, get_config
@@ -38,7 +39,8 @@ def model(request):
 @pytest.mark.parametrize("with_lesion", [True, False], ids=["lesion", "no-lesion"])
 def test_forward_backward(model, with_lesion):
     model.train()
-    losses = model([make_input(with_lesion)])
+    with EventStorage():  # the heads log training statistics to the current storage
+        losses = model([make_input(with_lesion)])
     expected = {"loss_cls", "loss_box_reg", "loss_mask", "loss_rpn_cls", "loss_rpn_loc"}
     assert set(losses) == expected
     total = sum(losses.values())
