@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.utils.env import seed_all_rng
 
 from ct_lesion_d2.data.converters import convert_layout
 from ct_lesion_d2.data.datasets import register_ct_lesion_coco
@@ -42,16 +43,17 @@ def test_loss_goes_down_on_real_slices(few_real_slices, tmp_path):
             "MODEL.DEVICE", "cpu", "SEED", "0", "OUTPUT_DIR", str(tmp_path / "out"),
             "DATASETS.TRAIN", f"('{NAME}',)", "DATASETS.TEST", "()",
             "DATALOADER.NUM_WORKERS", "0", "INPUT.MIN_SIZE_TRAIN", "(256,)",
-            "INPUT.MAX_SIZE_TRAIN", "256", "SOLVER.MAX_ITER", "30", "SOLVER.WARMUP_ITERS", "5",
+            "INPUT.MAX_SIZE_TRAIN", "256", "SOLVER.MAX_ITER", "40", "SOLVER.WARMUP_ITERS", "5",
             "SOLVER.STEPS", "()", "SOLVER.CHECKPOINT_PERIOD", "1000", "TEST.EVAL_PERIOD", "0",
         ],
     )
+    seed_all_rng(0)  # default_setup is not called here; this fixes the data order too
     trainer = CTLesionTrainer(cfg)
     trainer.resume_or_load(resume=False)
     trainer.train()
     losses = [v for v, _ in trainer.storage.history("total_loss").values()]
-    assert len(losses) == 30 and np.isfinite(losses).all()
-    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+    assert len(losses) == 40 and np.isfinite(losses).all()
+    assert np.median(losses[-10:]) < 0.75 * np.median(losses[:5])
     weights = tmp_path / "out" / "model_final.pth"
     assert os.path.isfile(weights)
 
