@@ -8,6 +8,7 @@ from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
+from ct_lesion_d2 import add_ct_lesion_config
 from ct_lesion_d2.data import (
     ClassificationDatasetMapper,
     DatasetFormatError,
@@ -166,6 +167,7 @@ def _write_slices(folder):
 
 def _cfg(**input_keys):
     cfg = get_cfg()
+    add_ct_lesion_config(cfg)
     cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = 98, 1000
     for key, value in input_keys.items():
         setattr(cfg.INPUT, key, value)

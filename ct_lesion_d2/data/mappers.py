@@ -77,7 +77,7 @@ class ClassificationDatasetMapper:
             "is_train": is_train,
             "augmentations": utils.build_augmentation(cfg, is_train),
             "image_format": cfg.INPUT.FORMAT,
-            "use_crop": bool(cfg.INPUT.get("CT_CLASSIFIER_CROP", False)),
+            "use_crop": cfg.INPUT.CT_CLASSIFIER_CROP,
         }
 
     def __call__(self, dataset_dict):
