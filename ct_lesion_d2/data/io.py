@@ -16,6 +16,33 @@ class DatasetFormatError(ValueError):
         self.problem = problem
 
 
+def _decode(path, kind, to_array):
+    """Open ``path`` with PIL and return ``to_array(image)``; errors name the file.
+
+    Args:
+        kind (str): "image" or "mask", for the messages.
+        to_array (callable): PIL image -> np.ndarray, run while the file is open.
+    """
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return to_array(img)
+    except FileNotFoundError:
+        missing = "file not found" if kind == "image" else f"{kind} file not found"
+        raise DatasetFormatError(path, missing) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DatasetFormatError(path, f"cannot read {kind} ({e})") from None
+
+
+def _grey_uint8(img):
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        return ((arr - lo) * scale).round().astype(np.uint8)
+    return np.asarray(img.convert("L"))
+
+
 def read_grey_image(path):
     """Read a slice as a 2-D uint8 array (grey, RGB, RGBA, 8 or 16 bit).
 
@@ -24,19 +51,7 @@ def read_grey_image(path):
     Raises:
         DatasetFormatError: if the file is missing or cannot be decoded.
     """
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                arr = np.asarray(img, dtype=np.float64)
-                lo, hi = float(arr.min()), float(arr.max())
-                scale = 255.0 / (hi - lo) if hi > lo else 0.0
-                return ((arr - lo) * scale).round().astype(np.uint8)
-            return np.asarray(img.convert("L"))
-    except FileNotFoundError:
-        raise DatasetFormatError(path, "file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DatasetFormatError(path, f"cannot read image ({e})") from None
+    return _decode(path, "image", _grey_uint8)
 
 
 def read_label_mask(path, allowed_values):
@@ -52,14 +67,7 @@ def read_label_mask(path, allowed_values):
     Raises:
         DatasetFormatError: unreadable file, colour mask, or a value outside ``allowed_values``.
     """
-    try:
-        with Image.open(path) as img:
-            img.load()
-            arr = np.asarray(img)
-    except FileNotFoundError:
-        raise DatasetFormatError(path, "mask file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DatasetFormatError(path, f"cannot read mask ({e})") from None
+    arr = _decode(path, "mask", np.asarray)
     if arr.ndim == 3:
         if not (arr[..., :3] == arr[..., :1]).all():
             raise DatasetFormatError(path, "mask has colour channels that differ; expected labels")
