@@ -12,6 +12,8 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 import ct_lesion_d2  # noqa: F401  (registers backbones and datasets)
 from ct_lesion_d2 import add_ct_lesion_config
@@ -26,6 +28,7 @@ def setup(args):
     resolve_device(cfg)
     cfg.freeze()
     default_setup(cfg, args)
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="ct_lesion_d2")
     return cfg
 
 

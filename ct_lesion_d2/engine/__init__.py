@@ -1,3 +1,10 @@
-from .trainer import CTLesionTrainer, resolve_device
+from .checkpoint import AtomicDetectionCheckpointer, IncompleteCheckpointError
+from .trainer import CTLesionTrainer, NonFiniteLossError, resolve_device
 
-__all__ = ["CTLesionTrainer", "resolve_device"]
+__all__ = [
+    "AtomicDetectionCheckpointer",
+    "CTLesionTrainer",
+    "IncompleteCheckpointError",
+    "NonFiniteLossError",
+    "resolve_device",
+]

@@ -1,15 +1,22 @@
-"""Detectron2's ``DefaultTrainer`` with the project's evaluators, mappers and optimizer."""
+"""Detectron2's ``DefaultTrainer`` with the project's evaluators, mappers and optimizer, and a
+training loop that resumes bit for bit after a kill and stops cleanly on a non-finite loss."""
 import logging
+import math
 import os
 
 import torch
-from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import DefaultTrainer
+from detectron2.data import MetadataCatalog, build_detection_test_loader
+from detectron2.engine import DefaultTrainer, hooks
 from detectron2.evaluation import COCOEvaluator
+from detectron2.utils import comm
 
+from ..data.build import ResumableTrainLoader, build_resumable_train_loader
 from ..data.mappers import ClassificationDatasetMapper
 from ..evaluation import CTClassificationEvaluator
 from ..solver import build_ct_optimizer
+from .checkpoint import AtomicDetectionCheckpointer
+from .data_order import data_order_record, recorded_seed, write_data_order
+from .hooks import IterationSeed
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +35,50 @@ def resolve_device(cfg):
     return cfg
 
 
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN or infinite; the message names the iteration, the losses and the last
+    good checkpoint."""
+
+    def __init__(self, iteration, losses, last_checkpoint=None):
+        values = ", ".join(f"{k}={v:.6g}" for k, v in sorted(losses.items()))
+        bad = sorted(k for k, v in losses.items() if not math.isfinite(v))
+        where = (
+            f"the last good checkpoint, {last_checkpoint}, is untouched (resume from it with "
+            "--resume)" if last_checkpoint else "no checkpoint had been written"
+        )
+        super().__init__(
+            f"Loss became non-finite at iteration {iteration}: {', '.join(bad) or 'total'} "
+            f"({values}). Training stopped before the optimizer step and no checkpoint was "
+            f"written after it; {where}. Lower SOLVER.BASE_LR, raise SOLVER.WARMUP_ITERS or "
+            "check the data (tools/validate_dataset.py)."
+        )
+        self.iteration = iteration
+        self.losses = dict(losses)
+        self.last_checkpoint = last_checkpoint
+
+
+def resolve_seed(cfg):
+    """A frozen copy of ``cfg`` whose ``SEED`` is the seed of this run's data order.
+
+    ``SEED >= 0`` is kept. A negative seed (Detectron2: "random") becomes the one recorded in
+    ``OUTPUT_DIR/data_order.json`` when there is one, so that ``--resume`` continues the same
+    order, or else a fresh random seed, recorded when training starts.
+    """
+    if cfg.SEED >= 0:
+        return cfg
+    seed = recorded_seed(cfg.OUTPUT_DIR)
+    if seed is not None:
+        logger.info("SEED is %d: using seed %d recorded in %s", cfg.SEED, seed, cfg.OUTPUT_DIR)
+    else:
+        seed = comm.shared_random_seed()
+        logger.info("SEED is %d: drew seed %d for the data order", cfg.SEED, seed)
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.SEED = int(seed)
+    cfg.freeze()
+    return cfg
+
+
 def is_classifier(cfg):
     """Whether the config builds an image classifier rather than a lesion segmenter."""
     return cfg.MODEL.META_ARCHITECTURE in CLASSIFIER_META_ARCHITECTURES
@@ -39,7 +90,90 @@ class CTLesionTrainer(DefaultTrainer):
     Lesion segmenters get ``COCOEvaluator`` (bbox, segm) in its pure-Python mode, which needs no
     compiled Detectron2 op; classifiers get ``ClassificationDatasetMapper`` and
     ``CTClassificationEvaluator``. Adam is available through ``SOLVER.CT_OPTIMIZER``.
+
+    Faults: checkpoints are written atomically and ``resume_or_load(resume=True)`` resumes from
+    the newest complete one (``AtomicDetectionCheckpointer``); the batches, augmentations and
+    random draws of iteration ``k`` depend only on ``(SEED, k)`` (``build_resumable_train_loader``,
+    ``IterationSeed``), so a resumed run reaches the weights of the uninterrupted one. The seed
+    and the data order are written to ``OUTPUT_DIR/data_order.json``. A non-finite loss raises
+    ``NonFiniteLossError`` before the optimizer step, and no checkpoint or evaluation follows it.
     """
+
+    def __init__(self, cfg):
+        super().__init__(resolve_seed(cfg))
+        self._step_failed = False
+        # SimpleTrainer checks the losses in _write_metrics, between backward and the optimizer
+        # step; wrapping it on the instance keeps that place for SimpleTrainer and AMPTrainer.
+        self._trainer._write_metrics = self._named_loss_check(self._trainer._write_metrics)
+
+    def _named_loss_check(self, write_metrics):
+        def checked(loss_dict, data_time, prefix=""):
+            try:
+                write_metrics(loss_dict, data_time, prefix)
+            except FloatingPointError as e:
+                losses = {k: float(v.detach().cpu()) for k, v in loss_dict.items()}
+                last = self.checkpointer.get_checkpoint_file() if (
+                    self.checkpointer.has_checkpoint()) else None
+                raise NonFiniteLossError(self.iter, losses, last) from e
+
+        return checked
+
+    def build_hooks(self):
+        # DefaultTrainer.__init__ makes its DetectionCheckpointer just before calling this;
+        # swapping it here gives the hooks and resume_or_load the atomic one.
+        self.checkpointer = AtomicDetectionCheckpointer.from_checkpointer(self.checkpointer)
+        return [IterationSeed(self.cfg.SEED)] + super().build_hooks()
+
+    def resume_or_load(self, resume=True):
+        """Load ``MODEL.WEIGHTS``, or with ``resume`` the newest complete checkpoint of
+        ``OUTPUT_DIR`` and its iteration; start the data where that iteration left it, and
+        record the seed and data order."""
+        self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
+        if resume and self.checkpointer.resumed_from:
+            # The checkpoint stores the iteration that just finished.
+            self.start_iter = self.iter + 1
+        loader = self._trainer.data_loader
+        if isinstance(loader, ResumableTrainLoader):
+            loader.set_start_iter(self.start_iter)
+            self._trainer._data_loader_iter = iter(loader)
+            if comm.is_main_process():
+                record = data_order_record(self.cfg, loader, self.cfg.SEED)
+                write_data_order(self.cfg.OUTPUT_DIR, record, self.start_iter)
+
+    def state_dict(self):
+        # Detectron2 0.6's DefaultTrainer saves the iteration and the hooks (LR scheduler) but
+        # not the optimizer, so a resumed run would restart SGD momentum or Adam moments at 0.
+        ret = super().state_dict()
+        ret["_trainer"] = self._trainer.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        if "_trainer" in state_dict:
+            self._trainer.load_state_dict(state_dict["_trainer"])
+        else:
+            logger.warning(
+                "The checkpoint has no optimizer state (written by DefaultTrainer?): the "
+                "optimizer restarts from zero, so this run cannot match an uninterrupted one"
+            )
+
+    def run_step(self):
+        try:
+            super().run_step()
+        except BaseException:
+            self._step_failed = True
+            raise
+
+    def after_train(self):
+        if not self._step_failed:
+            return super().after_train()
+        # EvalHook.after_train evaluates when the failed step was the last one; after a failed
+        # step nothing is evaluated or saved.
+        self.storage.iter = self.iter
+        for h in self._hooks:
+            if isinstance(h, (hooks.EvalHook, hooks.PeriodicCheckpointer, hooks.BestCheckpointer)):
+                continue
+            h.after_train()
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -53,7 +187,7 @@ class CTLesionTrainer(DefaultTrainer):
     @classmethod
     def build_train_loader(cls, cfg):
         mapper = ClassificationDatasetMapper(cfg, True) if is_classifier(cfg) else None
-        return build_detection_train_loader(cfg, mapper=mapper)
+        return build_resumable_train_loader(cfg, mapper=mapper)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
