@@ -132,6 +132,13 @@ class CTLesionTrainer(DefaultTrainer):
         if resume and self.checkpointer.resumed_from:
             # The checkpoint stores the iteration that just finished.
             self.start_iter = self.iter + 1
+            final = os.path.join(self.cfg.OUTPUT_DIR, "model_final.pth")
+            if self.start_iter >= self.max_iter and self.checkpointer.resumed_from != final:
+                # Killed between the last periodic checkpoint and model_final (or model_final
+                # is damaged): no iteration is left to run, so write it from the same state.
+                logger.warning("Re-saving %s from %s", final, self.checkpointer.resumed_from)
+                if comm.is_main_process():
+                    self.checkpointer.save("model_final", iteration=self.iter)
         loader = self._trainer.data_loader
         if isinstance(loader, ResumableTrainLoader):
             loader.set_start_iter(self.start_iter)
