@@ -177,7 +177,8 @@ def test_kill_during_the_final_evaluation_with_model_final_damaged(
     final = tmp_path / "model_final.pth"
     assert last_checkpoint(tmp_path) == final.name
     final.write_bytes(final.read_bytes()[:1000])
-    log = resume_ok(datasets_root, tmp_path, reference[1], evaluate=True)  # model_final written again
+    # model_final is written again
+    log = resume_ok(datasets_root, tmp_path, reference[1], evaluate=True)
     assert "Resuming from" in log and "model_0000005.pth" in log
     assert "Re-saving" in log
     assert "copypaste: Task: segm" in log  # the final evaluation ran
