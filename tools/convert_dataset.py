@@ -39,17 +39,21 @@ def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     layout, source = args.layout, args.input
-    if layout == "synthetic":
-        from ct_lesion_d2.data.synthetic import generate_synthetic_slices
-
-        source = os.path.join(args.output, "slices")
-        generate_synthetic_slices(
-            source, args.num_slices, seed=args.seed, size=args.size, overwrite=args.overwrite
-        )
-        layout = "two-label-folder"
-    elif source is None:
+    if layout != "synthetic" and source is None:
         sys.exit(f"{layout}: give the dataset folder")
     try:
+        if layout == "synthetic":
+            from ct_lesion_d2.data.synthetic import generate_synthetic_slices
+
+            for split in ("train", "val"):  # refuse before any slice is drawn
+                path = os.path.join(args.output, "annotations", f"{split}.json")
+                if os.path.exists(path) and not args.overwrite:
+                    raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+            source = os.path.join(args.output, "slices")
+            generate_synthetic_slices(
+                source, args.num_slices, seed=args.seed, size=args.size, overwrite=args.overwrite
+            )
+            layout = "two-label-folder"
         outputs = convert_layout(
             layout, source, args.output, separate=args.separate, val_fraction=args.val_fraction,
             seed=args.seed, min_area=args.min_area, overwrite=args.overwrite,

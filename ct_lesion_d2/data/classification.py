@@ -24,12 +24,14 @@ _PAGE_MARKER = re.compile(r"-p\d+(?=[-_%]|$)")
 _FIGURE_SUFFIX = re.compile(r"_\d+$")
 
 
-def parse_covidx_split(split_file, image_dir):
+def parse_covidx_split(split_file, image_dir, errors=None):
     """Read a COVIDx-CT split file: ``<file> <class> <xmin> <ymin> <xmax> <ymax>`` per line.
 
     Args:
         split_file (str): e.g. ``train_COVIDx_CT-1.txt``.
         image_dir (str): folder holding the slices (``2A_images``).
+        errors (list or None): if given, the error of each bad line is appended to it and the
+            line is skipped, instead of raising the first.
 
     Returns:
         list[dict]: one record per line, in file order, with ``file_name`` (path under
@@ -46,8 +48,14 @@ def parse_covidx_split(split_file, image_dir):
     records = []
     with open(split_file) as f:
         for line_no, line in enumerate(f, start=1):
-            if line.strip():
+            if not line.strip():
+                continue
+            try:
                 records.append(_parse_covidx_line(line, split_file, line_no, image_dir))
+            except DatasetFormatError as e:
+                if errors is None:
+                    raise
+                errors.append(e)
     return records
 
 

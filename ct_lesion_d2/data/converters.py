@@ -6,9 +6,11 @@ no annotation, so whether they are trained on is the config's choice
 (``DATALOADER.FILTER_EMPTY_ANNOTATIONS``).
 """
 import itertools
+import json
 import logging
 import math
 import os
+import uuid
 from collections import OrderedDict
 
 import numpy as np
@@ -17,7 +19,7 @@ from PIL import Image
 from scipy import ndimage
 from tqdm import tqdm
 
-from .io import DatasetFormatError, read_grey_image, read_label_mask, write_json_atomic
+from .io import DatasetFormatError, StagedWrites, read_grey_image, read_label_mask
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +91,12 @@ def split_by_group(groups, val_fraction=0.2, seed=0):
     return {unique[i] for i in order[:num_val]}
 
 
-def list_cncb_pairs(root):
-    """Pairs of the CNCB lesion layout: ``image/<scan>/<frame>.jpg`` and ``mask/<scan>/<frame>.png``.
+def list_cncb_pairs(root, errors=None):
+    """Pairs of the CNCB layout: ``image/<scan>/<frame>.jpg`` and ``mask/<scan>/<frame>.png``.
+
+    Args:
+        errors (list or None): if given, a ``DatasetFormatError`` for each unpaired or doubled
+            file is appended to it and that file is left out, instead of raising the first.
 
     Returns:
         list[tuple[str, str, str]]: (image path, mask path, scan id), sorted.
@@ -102,14 +108,17 @@ def list_cncb_pairs(root):
     for folder in (image_dir, mask_dir):
         if not os.path.isdir(folder):
             raise DatasetFormatError(folder, "folder not found (expected the CNCB layout)")
-    images = _stems(image_dir, nested=True)
-    masks = _stems(mask_dir, nested=True)
-    _check_pairs(images, masks)
-    return [(images[k], masks[k], k.split("/")[0]) for k in sorted(images)]
+    images = _stems(image_dir, errors, nested=True)
+    masks = _stems(mask_dir, errors, nested=True)
+    keys = _paired_keys(images, masks, errors)
+    return [(images[k], masks[k], k.split("/")[0]) for k in keys]
 
 
-def list_folder_pairs(images_dir, masks_dir):
+def list_folder_pairs(images_dir, masks_dir, errors=None):
     """Pairs of a flat layout: ``images/<name>.<ext>`` and ``masks/<name>.png``.
+
+    Args:
+        errors (list or None): as in ``list_cncb_pairs``.
 
     Returns:
         list[tuple[str, str, str]]: (image path, mask path, name), sorted by name.
@@ -117,15 +126,20 @@ def list_folder_pairs(images_dir, masks_dir):
     for folder in (images_dir, masks_dir):
         if not os.path.isdir(folder):
             raise DatasetFormatError(folder, "folder not found")
-    images, masks = _stems(images_dir), _stems(masks_dir)
-    _check_pairs(images, masks)
-    return [(images[k], masks[k], k) for k in sorted(images)]
+    images, masks = _stems(images_dir, errors), _stems(masks_dir, errors)
+    return [(images[k], masks[k], k) for k in _paired_keys(images, masks, errors)]
 
 
-def _stems(folder, nested=False):
-    found = {}
-    for dirpath, _, files in os.walk(folder):
-        for name in files:
+def _report(error, errors):
+    if errors is None:
+        raise error
+    errors.append(error)
+
+
+def _stems(folder, errors, nested=False):
+    found, doubled = {}, set()
+    for dirpath, _, files in sorted(os.walk(folder)):
+        for name in sorted(files):
             if name.startswith("."):
                 continue
             path = os.path.join(dirpath, name)
@@ -133,16 +147,20 @@ def _stems(folder, nested=False):
             if not nested and "/" in key:
                 continue
             if key in found:
-                raise DatasetFormatError(path, f"two files for the same slice ({found[key]})")
+                _report(DatasetFormatError(path, f"two files for the same slice ({found[key]})"),
+                        errors)
+                doubled.add(key)
             found[key] = path
-    return found
+    return {k: v for k, v in found.items() if k not in doubled}
 
 
-def _check_pairs(images, masks):
+def _paired_keys(images, masks, errors):
     for key in sorted(set(images) ^ set(masks)):
         if key in images:
-            raise DatasetFormatError(images[key], "image has no mask (missing pair)")
-        raise DatasetFormatError(masks[key], "mask has no image (missing pair)")
+            _report(DatasetFormatError(images[key], "image has no mask (missing pair)"), errors)
+        else:
+            _report(DatasetFormatError(masks[key], "mask has no image (missing pair)"), errors)
+    return sorted(set(images) & set(masks))
 
 
 def convert_pairs(
@@ -169,58 +187,81 @@ def convert_pairs(
         transpose (bool): images and masks are stored transposed; write ``.T`` copies of the
             images as PNG under ``output_dir/images`` and annotate those.
         min_area (int): see ``mask_to_annotations``.
-        overwrite (bool): replace existing annotation files.
+        overwrite (bool): replace existing annotation files (and transposed copies).
 
     Returns:
         dict[str, str]: split name -> path of its JSON file.
+
+    Raises:
+        FileExistsError: an output exists and ``overwrite`` is False (nothing is written).
+        DatasetFormatError: a bad pair; nothing is written.
     """
     outputs = {s: os.path.join(output_dir, "annotations", f"{s}.json") for s in ("train", "val")}
-    for path in outputs.values():
-        if os.path.exists(path) and not overwrite:
-            raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
     if transpose:
         image_root = os.path.join(output_dir, "images")
-        os.makedirs(image_root, exist_ok=True)
-    info = {"image_root": os.path.abspath(image_root), "min_area": min_area}
+        copies = [os.path.join(image_root, _png_name(m)) for _, m, _ in pairs]
+    _refuse_existing(list(outputs.values()) + (copies if transpose else []), overwrite)
+    # Both splits carry one conversion id, so that a loader can tell a pair of files written by
+    # one conversion from a mix left by an interrupted --overwrite.
+    info = {"image_root": os.path.abspath(image_root), "min_area": min_area,
+            "conversion": uuid.uuid4().hex, "splits": list(outputs)}
     cats = [{"id": i, "name": n} for i, n in enumerate(categories, start=1)]
-    splits = {s: {"info": info, "categories": cats, "images": [], "annotations": []} for s in outputs}
+    splits = {
+        s: {"info": info, "categories": cats, "images": [], "annotations": []} for s in outputs
+    }
     image_ids, ann_ids = itertools.count(1), itertools.count(1)
-    for image_path, mask_path, group in tqdm(pairs, desc="converting", unit="slice"):
-        image = read_grey_image(image_path)
-        mask = read_label_mask(mask_path, mask_values)
-        if image.shape != mask.shape:
-            raise DatasetFormatError(
-                mask_path, f"mask size {mask.shape[::-1]} differs from image {image_path} "
-                f"size {image.shape[::-1]} (width, height)"
+    # Nothing is written in place until every pair has been read: transposed copies and JSON go
+    # to temporary files first, and an error or interruption before the end removes them.
+    with StagedWrites() as staged:
+        for image_path, mask_path, group in tqdm(pairs, desc="converting", unit="slice"):
+            image = read_grey_image(image_path)
+            mask = read_label_mask(mask_path, mask_values)
+            if image.shape != mask.shape:
+                raise DatasetFormatError(
+                    mask_path, f"mask size {mask.shape[::-1]} differs from image {image_path} "
+                    f"size {image.shape[::-1]} (width, height)"
+                )
+            if transpose:
+                image, mask = image.T, mask.T
+                image_path = os.path.join(image_root, _png_name(mask_path))
+                staged.stage(image_path, lambda f, a=np.ascontiguousarray(image):
+                             Image.fromarray(a).save(f, format="PNG"))
+            coco = splits["val" if group in val_groups else "train"]
+            image_id = next(image_ids)
+            coco["images"].append(
+                {
+                    "id": image_id,
+                    "file_name": os.path.relpath(image_path, image_root).replace(os.sep, "/"),
+                    "height": int(mask.shape[0]),
+                    "width": int(mask.shape[1]),
+                    "group": group,
+                }
             )
-        if transpose:
-            image, mask = image.T, mask.T
-            name = os.path.splitext(os.path.basename(mask_path))[0] + ".png"
-            image_path = os.path.join(image_root, name)
-            if os.path.exists(image_path) and not overwrite:
-                raise FileExistsError(f"{image_path} exists; pass --overwrite to replace it")
-            Image.fromarray(np.ascontiguousarray(image)).save(image_path)
-        coco = splits["val" if group in val_groups else "train"]
-        image_id = next(image_ids)
-        coco["images"].append(
-            {
-                "id": image_id,
-                "file_name": os.path.relpath(image_path, image_root).replace(os.sep, "/"),
-                "height": int(mask.shape[0]),
-                "width": int(mask.shape[1]),
-                "group": group,
-            }
-        )
-        for ann in mask_to_annotations(mask, categories, min_area):
-            ann.update(id=next(ann_ids), image_id=image_id)
-            coco["annotations"].append(ann)
+            for ann in mask_to_annotations(mask, categories, min_area):
+                ann.update(id=next(ann_ids), image_id=image_id)
+                coco["annotations"].append(ann)
+        for split, path in outputs.items():
+            staged.stage(path, lambda f, obj=splits[split]: json.dump(obj, f), mode="w")
+        staged.commit()
     for split, path in outputs.items():
-        write_json_atomic(splits[split], path, overwrite=overwrite)
         logger.info(
             "%s: %d images, %d instances", path, len(splits[split]["images"]),
             len(splits[split]["annotations"]),
         )
     return outputs
+
+
+def _png_name(path):
+    return os.path.splitext(os.path.basename(path))[0] + ".png"
+
+
+def _refuse_existing(paths, overwrite):
+    if overwrite:
+        return
+    existing = [p for p in paths if os.path.exists(p)]
+    if existing:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise FileExistsError(f"{existing[0]} exists{more}; pass --overwrite to replace it")
 
 
 # layout name -> (lister, declared mask values, merged categories, separate categories, transposed)
@@ -254,7 +295,9 @@ def convert_layout(layout, input_dir, output_dir, *, separate=False, val_fractio
     if separate and apart is None:
         raise ValueError(f"layout {layout!r} has a single lesion label; it cannot be separated")
     if lister is None:
-        pairs = list_folder_pairs(os.path.join(input_dir, "images"), os.path.join(input_dir, "masks"))
+        pairs = list_folder_pairs(
+            os.path.join(input_dir, "images"), os.path.join(input_dir, "masks")
+        )
     else:
         pairs = lister(input_dir)
     if not pairs:

@@ -30,7 +30,10 @@ def _decode(path, kind, to_array):
     except FileNotFoundError:
         missing = "file not found" if kind == "image" else f"{kind} file not found"
         raise DatasetFormatError(path, missing) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+            Image.DecompressionBombError) as e:
+        if isinstance(e, OSError) and os.path.isfile(path) and os.path.getsize(path) == 0:
+            raise DatasetFormatError(path, f"cannot read {kind} (empty file, 0 bytes)") from None
         raise DatasetFormatError(path, f"cannot read {kind} ({e})") from None
 
 
@@ -54,6 +57,13 @@ def read_grey_image(path):
     return _decode(path, "image", _grey_uint8)
 
 
+def _label_array(img):
+    # Grey + alpha (LA, PA): the labels are the first channel; the alpha channel is not a label.
+    if img.mode in ("LA", "La", "PA"):
+        return np.asarray(img)[..., 0]
+    return np.asarray(img)
+
+
 def read_label_mask(path, allowed_values):
     """Read an integer label mask and check its values.
 
@@ -67,7 +77,7 @@ def read_label_mask(path, allowed_values):
     Raises:
         DatasetFormatError: unreadable file, colour mask, or a value outside ``allowed_values``.
     """
-    arr = _decode(path, "mask", np.asarray)
+    arr = _decode(path, "mask", _label_array)
     if arr.ndim == 3:
         if not (arr[..., :3] == arr[..., :1]).all():
             raise DatasetFormatError(path, "mask has colour channels that differ; expected labels")
@@ -80,6 +90,79 @@ def read_label_mask(path, allowed_values):
     return arr.astype(np.uint8)
 
 
+def _fsync_folder(folder):
+    # A rename is durable once the folder entry is on disk; not every OS lets a folder be synced.
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class StagedWrites:
+    """Files written to temporary names next to their targets, then renamed onto them together.
+
+    ``stage`` writes and flushes a file under a hidden ``.tmp-<name>.*`` name; ``commit`` renames
+    every staged file onto its target (``os.replace``, atomic per file); ``discard`` (or leaving a
+    ``with`` block by an exception) removes them. Until ``commit``, an interruption leaves every
+    target as it was; a file is never seen half-written.
+    """
+
+    def __init__(self):
+        self._staged = []  # (temporary path, target)
+
+    def stage(self, path, write, mode="wb"):
+        """Write the content of ``path`` with ``write(file)`` to a temporary file."""
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".tmp-{os.path.basename(path)}.")
+        os.close(fd)
+        self._staged.append((tmp, path))
+        with open(tmp, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        return tmp
+
+    def commit(self):
+        """Rename every staged file onto its target, in the order they were staged."""
+        folders = set()
+        while self._staged:
+            tmp, path = self._staged.pop(0)
+            os.replace(tmp, path)
+            folders.add(os.path.dirname(os.path.abspath(path)))
+        for folder in folders:
+            _fsync_folder(folder)
+
+    def discard(self):
+        """Remove the staged files that were not committed."""
+        for tmp, _ in self._staged:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        self._staged = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self.discard()
+        return False
+
+
+def atomic_write(path, write, mode="wb"):
+    """Create or replace ``path`` through a temporary file in its folder and ``os.replace``, so
+    an interruption leaves either the previous file or the complete new one."""
+    with StagedWrites() as staged:
+        staged.stage(path, write, mode)
+        staged.commit()
+
+
 def write_json_atomic(obj, path, overwrite=False):
     """Write JSON to ``path`` through a temporary file and a rename, so that an interruption
     leaves either the old file or the complete new one.
@@ -89,14 +172,4 @@ def write_json_atomic(obj, path, overwrite=False):
     """
     if os.path.exists(path) and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, lambda f: json.dump(obj, f), mode="w")

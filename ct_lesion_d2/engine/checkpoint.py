@@ -11,10 +11,11 @@ import glob
 import logging
 import os
 import re
-import tempfile
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
+
+from ..data.io import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -27,48 +28,9 @@ class IncompleteCheckpointError(RuntimeError):
     """A checkpoint file is missing, truncated or not a checkpoint."""
 
 
-def _fsync_folder(folder):
-    # A rename is durable only once the folder entry is on disk; not every OS allows this.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path, write):
-    """Create or replace ``path`` through a temporary file in its folder and ``os.replace``.
-
-    Args:
-        path (str): the final file.
-        write (Callable[[file], None]): writes the content to a binary file object.
-
-    An interruption at any point leaves either the previous ``path`` or the complete new one
-    (and at worst a ``.tmp-*`` file, which ``remove_stale_temporaries`` clears).
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{_TMP_PREFIX}{os.path.basename(path)}.")
-    os.close(fd)
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    _fsync_folder(folder)
-
-
 def remove_stale_temporaries(folder):
-    """Delete ``.tmp-*`` files that a killed save left in ``folder``; returns their paths."""
+    """Delete ``.tmp-*`` files that a killed save (``atomic_write``) left in ``folder``; returns
+    their paths."""
     stale = sorted(glob.glob(os.path.join(folder, _TMP_PREFIX + "*")))
     for path in stale:
         logger.warning("Removing %s, left by a save that was interrupted", path)

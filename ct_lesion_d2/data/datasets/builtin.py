@@ -11,6 +11,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
 from ..io import DatasetFormatError
+from ..validation import ValidationReport, check_coco, load_json
 
 # key -> (thing classes, how to make it)
 _LESION_DATASETS = {
@@ -26,11 +27,16 @@ _LESION_DATASETS = {
 def load_ct_lesion_coco(json_file, dataset_name=None, hint=None):
     """Load a COCO JSON written by the converters, reading its image root from ``info``.
 
+    Before Detectron2 reads it, the cheap checks of ``validation.check_coco`` run (structure,
+    image files present, dangling annotations, boxes and polygons, mask sizes), and the other
+    splits written by the same conversion must carry its conversion id.
+
     Args:
         hint (str or None): ``tools/convert_dataset.py`` arguments that create the file.
 
     Raises:
-        DatasetFormatError: the JSON is missing or was not written by the converters.
+        DatasetFormatError: the JSON is missing, malformed, fails a check, or was not written by
+            the converters.
     """
     if not os.path.isfile(json_file):
         how = f"python tools/convert_dataset.py {hint or '<layout> <folder>'} --output "
@@ -38,13 +44,43 @@ def load_ct_lesion_coco(json_file, dataset_name=None, hint=None):
             json_file, f"annotation file not found; create it with: {how}"
             f"{os.path.dirname(os.path.dirname(json_file))}"
         )
-    with open(json_file) as f:
-        image_root = json.load(f).get("info", {}).get("image_root")
+    report = ValidationReport()
+    coco = load_json(json_file, report)
+    report.raise_if_errors(json_file)
+    image_root = (coco.get("info") or {}).get("image_root") if isinstance(coco, dict) else None
     if image_root is None:
-        raise DatasetFormatError(json_file, "no info.image_root; write it with tools/convert_dataset.py")
+        raise DatasetFormatError(
+            json_file, "no info.image_root; write it with tools/convert_dataset.py"
+        )
     if not os.path.isabs(image_root):
         image_root = os.path.join(os.path.dirname(json_file), image_root)
+    check_coco(coco, json_file, image_root, report)
+    hint = f"List every problem with: python tools/validate_dataset.py coco {json_file}"
+    report.raise_if_errors(json_file, hint=hint)
+    _check_same_conversion(json_file, coco["info"])
     return load_coco_json(json_file, image_root, dataset_name)
+
+
+def _check_same_conversion(json_file, info):
+    conversion = info.get("conversion")
+    if conversion is None:
+        return  # written before conversion ids existed
+    folder = os.path.dirname(json_file)
+    for split in info.get("splits", []):
+        other = os.path.join(folder, f"{split}.json")
+        if os.path.abspath(other) == os.path.abspath(json_file) or not os.path.isfile(other):
+            continue
+        with open(other) as f:
+            try:
+                other_id = (json.load(f).get("info") or {}).get("conversion")
+            except ValueError:
+                other_id = "<unreadable>"
+        if other_id != conversion:
+            raise DatasetFormatError(
+                json_file,
+                f"was written by another conversion than {other} (an interrupted --overwrite?); "
+                "convert the dataset again with --overwrite",
+            )
 
 
 def register_ct_lesion_coco(name, json_file, thing_classes=None, hint=None):
