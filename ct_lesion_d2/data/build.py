@@ -13,7 +13,7 @@ import random
 import numpy as np
 import torch
 import torch.utils.data as torchdata
-from detectron2.data import DatasetFromList, DatasetMapper, get_detection_dataset_dicts
+from detectron2.data import DatasetFromList, get_detection_dataset_dicts
 from detectron2.data.build import trivial_batch_collator, worker_init_reset_seed
 from detectron2.data.samplers import (
     RandomSubsetTrainingSampler,
@@ -23,6 +23,7 @@ from detectron2.data.samplers import (
 from detectron2.utils import comm
 
 from .io import DatasetFormatError
+from .mappers import LesionDatasetMapper
 from .samplers import ResumableBatchSampler, aspect_ratio_buckets
 
 logger = logging.getLogger(__name__)
@@ -155,7 +156,8 @@ def build_resumable_train_loader(cfg, mapper=None, seed=None):
     workers as in ``build_detection_train_loader``) built from the pieces above.
 
     Args:
-        mapper (callable or None): dataset dict -> model input; default ``DatasetMapper``.
+        mapper (callable or None): dataset dict -> model input; default
+            ``LesionDatasetMapper``.
         seed (int or None): seed of the data order and augmentations; None takes ``cfg.SEED``,
             or a random seed shared by all processes when that is negative.
 
@@ -185,7 +187,7 @@ def build_resumable_train_loader(cfg, mapper=None, seed=None):
     )
     dataset = SeededMapDataset(
         DatasetFromList(dataset_dicts, copy=False),
-        mapper if mapper is not None else DatasetMapper(cfg, True),
+        mapper if mapper is not None else LesionDatasetMapper(cfg, True),
         seed,
     )
     loader = ResumableTrainLoader(

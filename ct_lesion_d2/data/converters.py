@@ -19,7 +19,13 @@ from PIL import Image
 from scipy import ndimage
 from tqdm import tqdm
 
-from .io import DatasetFormatError, StagedWrites, read_grey_image, read_label_mask
+from .io import (
+    DatasetFormatError,
+    StagedWrites,
+    is_high_bit_depth,
+    read_grey_image,
+    read_label_mask,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +191,8 @@ def convert_pairs(
         val_groups (set[str]): groups that go to val (see ``split_by_group``).
         image_root (str): folder the JSON ``file_name`` entries are relative to.
         transpose (bool): images and masks are stored transposed; write ``.T`` copies of the
-            images as PNG under ``output_dir/images`` and annotate those.
+            images as PNG under ``output_dir/images`` and annotate those. Images of more than 8
+            bits are also annotated through 8-bit PNG copies there (Detectron2 would clip them).
         min_area (int): see ``mask_to_annotations``.
         overwrite (bool): replace existing annotation files (and transposed copies).
 
@@ -197,10 +204,18 @@ def convert_pairs(
         DatasetFormatError: a bad pair; nothing is written.
     """
     outputs = {s: os.path.join(output_dir, "annotations", f"{s}.json") for s in ("train", "val")}
+    copies = {}  # image -> the 8-bit PNG written for it and annotated instead
     if transpose:
         image_root = os.path.join(output_dir, "images")
-        copies = [os.path.join(image_root, _png_name(m)) for _, m, _ in pairs]
-    _refuse_existing(list(outputs.values()) + (copies if transpose else []), overwrite)
+        copies = {i: os.path.join(image_root, _png_name(m)) for i, m, _ in pairs}
+    else:
+        # Detectron2's read_image (Visualizer, DefaultPredictor) clips images of more than 8 bits
+        # to 0-255: annotate 8-bit copies of those, scaled like read_grey_image.
+        for image_path, _, _ in pairs:
+            if is_high_bit_depth(image_path):
+                relative = os.path.splitext(os.path.relpath(image_path, image_root))[0] + ".png"
+                copies[image_path] = os.path.join(output_dir, "images", relative)
+    _refuse_existing(list(outputs.values()) + list(copies.values()), overwrite)
     # Both splits carry one conversion id, so that a loader can tell a pair of files written by
     # one conversion from a mix left by an interrupted --overwrite.
     info = {"image_root": os.path.abspath(image_root), "min_area": min_area,
@@ -214,7 +229,7 @@ def convert_pairs(
     # to temporary files first, and an error or interruption before the end removes them.
     with StagedWrites() as staged:
         for image_path, mask_path, group in tqdm(pairs, desc="converting", unit="slice"):
-            image = read_grey_image(image_path)
+            image = read_grey_image(image_path, strict=True)
             mask = read_label_mask(mask_path, mask_values)
             if image.shape != mask.shape:
                 raise DatasetFormatError(
@@ -223,7 +238,8 @@ def convert_pairs(
                 )
             if transpose:
                 image, mask = image.T, mask.T
-                image_path = os.path.join(image_root, _png_name(mask_path))
+            if image_path in copies:
+                image_path = copies[image_path]
                 staged.stage(image_path, lambda f, a=np.ascontiguousarray(image):
                              Image.fromarray(a).save(f, format="PNG"))
             coco = splits["val" if group in val_groups else "train"]

@@ -37,8 +37,12 @@ def _decode(path, kind, to_array):
         raise DatasetFormatError(path, f"cannot read {kind} ({e})") from None
 
 
+# PIL modes of more than 8 bits per pixel, which Detectron2's read_image clips to 0-255.
+HIGH_BIT_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
+
+
 def _grey_uint8(img):
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+    if img.mode in HIGH_BIT_DEPTH_MODES:
         arr = np.asarray(img, dtype=np.float64)
         lo, hi = float(arr.min()), float(arr.max())
         scale = 255.0 / (hi - lo) if hi > lo else 0.0
@@ -46,15 +50,52 @@ def _grey_uint8(img):
     return np.asarray(img.convert("L"))
 
 
-def read_grey_image(path):
+def read_grey_image(path, strict=False):
     """Read a slice as a 2-D uint8 array (grey, RGB, RGBA, 8 or 16 bit).
 
     Colour images are converted to luminance; 16-bit images are scaled to 0-255 by their range.
 
+    Args:
+        strict (bool): also decode JPEG files with a second, strict decoder (``libjpeg``), which
+            rejects corrupt entropy-coded data that PIL decodes into garbage without an error.
+
     Raises:
         DatasetFormatError: if the file is missing or cannot be decoded.
     """
-    return _decode(path, "image", _grey_uint8)
+    image = _decode(path, "image", _grey_uint8)
+    if strict:
+        verify_jpeg(path)
+    return image
+
+
+def verify_jpeg(path):
+    """Raise ``DatasetFormatError`` if ``path`` is a JPEG file whose data is corrupt.
+
+    PIL (libjpeg-turbo) only warns on corrupt scan data and returns a damaged image;
+    pylibjpeg's ``libjpeg`` stops on it. Files that are not JPEG are ignored, and so is
+    everything when ``libjpeg`` is not installed.
+    """
+    try:
+        import libjpeg
+    except ImportError:
+        return
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:2] != b"\xff\xd8":
+        return
+    try:
+        libjpeg.decode(data)
+    except Exception as e:  # libjpeg raises RuntimeError, or ValueError on odd headers
+        raise DatasetFormatError(path, f"corrupt JPEG data ({e})") from None
+
+
+def is_high_bit_depth(path):
+    """Whether the image file holds more than 8 bits per pixel (e.g. a 16-bit PNG)."""
+    try:
+        with Image.open(path) as img:
+            return img.mode in HIGH_BIT_DEPTH_MODES
+    except (OSError, ValueError, SyntaxError):
+        return False
 
 
 def _label_array(img):

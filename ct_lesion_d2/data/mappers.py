@@ -1,9 +1,12 @@
-"""Dataset mapper of the slice classifier: any slice file -> a 3-channel tensor and its class."""
+"""Dataset mappers: lesion slices (``LesionDatasetMapper``) and the slice classifier
+(``ClassificationDatasetMapper``), both reading images with the project's checked reader."""
+import copy
 import logging
 
 import numpy as np
 import torch
 from detectron2.config import configurable
+from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
@@ -108,3 +111,36 @@ class ClassificationDatasetMapper:
         if dataset_dict.get("class_id") is not None:
             result["class_id"] = int(dataset_dict["class_id"])
         return result
+
+
+class LesionDatasetMapper(DatasetMapper):
+    """Detectron2's ``DatasetMapper`` reading slices with ``read_grey_image``.
+
+    Detectron2's ``read_image`` decodes a damaged PNG into a partly blank image without an
+    error (its EXIF lookup swallows the decoder's error) and clips 16-bit slices to 0-255;
+    here a bad file raises ``DatasetFormatError`` naming it, and a 16-bit slice is scaled by its
+    range. Grey slices give the same pixels as ``read_image``; colour ones become luminance,
+    replicated to the channels of ``INPUT.FORMAT``. Augmentations and annotations are handled
+    by ``DatasetMapper`` (no semantic segmentation, no precomputed proposals).
+    """
+
+    def __call__(self, dataset_dict):
+        dataset_dict = copy.deepcopy(dataset_dict)
+        grey = read_grey_image(dataset_dict["file_name"])
+        channels = _CHANNELS.get(self.image_format)
+        if channels is None:
+            raise ValueError(f"INPUT.FORMAT {self.image_format!r} not supported; use "
+                             f"{list(_CHANNELS)}")
+        image = np.repeat(grey[:, :, None], channels, axis=2)
+        utils.check_image_size(dataset_dict, image)
+        aug_input = T.AugInput(image)
+        transforms = self.augmentations(aug_input)
+        image = aug_input.image
+        image_shape = image.shape[:2]
+        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        if not self.is_train:
+            dataset_dict.pop("annotations", None)
+            return dataset_dict
+        if "annotations" in dataset_dict:
+            self._transform_annotations(dataset_dict, transforms, image_shape)
+        return dataset_dict

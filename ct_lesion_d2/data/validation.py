@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from .classification import COVIDX_CLASS_NAMES, parse_covidx_split
 from .converters import LAYOUTS, list_folder_pairs
-from .io import DatasetFormatError, read_grey_image, read_label_mask
+from .io import DatasetFormatError, is_high_bit_depth, read_grey_image, read_label_mask
 
 logger = logging.getLogger(__name__)
 
@@ -249,14 +249,26 @@ def file_digest(path):
     return digest.hexdigest()
 
 
-def check_image(path, report, expected_size=None):
-    """Decode one image; errors and a size differing from ``expected_size`` (height, width) go
-    to ``report``. Returns the (height, width) read, or None."""
+def check_image(path, report, expected_size=None, eight_bit=False):
+    """Decode one image (JPEG strictly); errors and a size differing from ``expected_size``
+    (height, width) go to ``report``.
+
+    Args:
+        eight_bit (bool): warn about an image of more than 8 bits (the project's mappers
+            scale it, but Detectron2's ``read_image`` clips it to 0-255).
+
+    Returns:
+        tuple[int, int] or None: the (height, width) read.
+    """
     try:
-        image = read_grey_image(path)
+        image = read_grey_image(path, strict=True)
     except DatasetFormatError as e:
         report.add_error(e)
         return None
+    if eight_bit and is_high_bit_depth(path):
+        report.warn(path, "image of more than 8 bits, which Detectron2's read_image (Visualizer, "
+                    "DefaultPredictor) clips to 0-255; tools/convert_dataset.py annotates 8-bit "
+                    "copies")
     height, width = image.shape[:2]
     if expected_size is not None and tuple(expected_size) != (height, width):
         report.error(path, f"image is {width}x{height} (width x height) but the annotations say "
@@ -267,8 +279,8 @@ def check_image(path, report, expected_size=None):
 
 
 def check_images(entries, report, progress=True, desc="reading images"):
-    """Decode every image of ``entries`` (dicts with ``path`` and optional ``height``,
-    ``width``) and hash its bytes.
+    """Decode every image of a lesion dataset's ``entries`` (dicts with ``path`` and optional
+    ``height``, ``width``) and hash its bytes; images of more than 8 bits are reported.
 
     Returns:
         dict[str, str]: path -> SHA-1 of the files that could be read.
@@ -279,7 +291,7 @@ def check_images(entries, report, progress=True, desc="reading images"):
         if path in report.errors and any("not found" in p for p in report.errors[path]):
             continue
         size = (entry["height"], entry["width"]) if entry.get("height") else None
-        if check_image(path, report, size) is not None:
+        if check_image(path, report, size, eight_bit=True) is not None:
             digests[path] = file_digest(path)
     return digests
 
@@ -368,7 +380,8 @@ def check_split_overlap(files, groups, report, digests=None, group_kind="group")
                 if digest is None:
                     continue
                 first = by_digest.setdefault(digest, (split, path))
-                if first[0] != split:
+                same_file = os.path.realpath(first[1]) == os.path.realpath(path)
+                if first[0] != split and not same_file:  # the same file is reported above
                     report.error(path, f"same content as {first[1]} ({first[0]}), but in {split}")
     group_splits = {}
     for split, members in groups.items():

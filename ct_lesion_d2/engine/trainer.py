@@ -11,7 +11,7 @@ from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 
 from ..data.build import ResumableTrainLoader, build_resumable_train_loader
-from ..data.mappers import ClassificationDatasetMapper
+from ..data.mappers import ClassificationDatasetMapper, LesionDatasetMapper
 from ..evaluation import CTClassificationEvaluator
 from ..solver import build_ct_optimizer
 from .checkpoint import AtomicDetectionCheckpointer
@@ -87,9 +87,10 @@ def is_classifier(cfg):
 class CTLesionTrainer(DefaultTrainer):
     """``DefaultTrainer`` for both model kinds.
 
-    Lesion segmenters get ``COCOEvaluator`` (bbox, segm) in its pure-Python mode, which needs no
-    compiled Detectron2 op; classifiers get ``ClassificationDatasetMapper`` and
-    ``CTClassificationEvaluator``. Adam is available through ``SOLVER.CT_OPTIMIZER``.
+    Lesion segmenters get ``LesionDatasetMapper`` and ``COCOEvaluator`` (bbox, segm) in its
+    pure-Python mode, which needs no compiled Detectron2 op; classifiers get
+    ``ClassificationDatasetMapper`` and ``CTClassificationEvaluator``. Adam is available
+    through ``SOLVER.CT_OPTIMIZER``.
 
     Faults: checkpoints are written atomically and ``resume_or_load(resume=True)`` resumes from
     the newest complete one (``AtomicDetectionCheckpointer``); the batches, augmentations and
@@ -193,12 +194,16 @@ class CTLesionTrainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        mapper = ClassificationDatasetMapper(cfg, True) if is_classifier(cfg) else None
+        mapper = (ClassificationDatasetMapper if is_classifier(cfg) else LesionDatasetMapper)(
+            cfg, True
+        )
         return build_resumable_train_loader(cfg, mapper=mapper)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        mapper = ClassificationDatasetMapper(cfg, False) if is_classifier(cfg) else None
+        mapper = (ClassificationDatasetMapper if is_classifier(cfg) else LesionDatasetMapper)(
+            cfg, False
+        )
         return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
 
     @classmethod
