@@ -39,5 +39,9 @@ def add_ct_lesion_config(cfg):
     cfg.MODEL.CT_CLASSIFIER.ROW_FEATURES = "deltas"
     # Train the affine weight/bias of the backbone BatchNorm layers beside module S.
     cfg.MODEL.CT_CLASSIFIER.TRAIN_BN_AFFINE = True
+    # Compute the training images' ranked RoI batches once and train module S on them alone.
+    # Needs TRAIN_BN_AFFINE False (the detector then never changes); the cached batches come
+    # from the inference mapper, so training augmentations (INPUT.RANDOM_FLIP) are not applied.
+    cfg.MODEL.CT_CLASSIFIER.CACHE_ROI_BATCHES = False
     # Crop classification slices to the box given with each record (COVIDx-CT body crop).
     cfg.INPUT.CT_CLASSIFIER_CROP = False

@@ -15,7 +15,7 @@ from detectron2.evaluation import verify_results
 
 import ct_lesion_d2  # noqa: F401  (registers backbones and datasets)
 from ct_lesion_d2 import add_ct_lesion_config
-from ct_lesion_d2.engine import CTLesionTrainer, resolve_device
+from ct_lesion_d2.engine import CTLesionTrainer, match_num_classes, resolve_device
 
 
 def setup(args):
@@ -24,6 +24,7 @@ def setup(args):
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
     resolve_device(cfg)
+    match_num_classes(cfg)
     cfg.freeze()
     default_setup(cfg, args)
     return cfg

@@ -1,3 +1,3 @@
-from .trainer import CTLesionTrainer, resolve_device
+from .trainer import CTLesionTrainer, is_classifier, match_num_classes, resolve_device
 
-__all__ = ["CTLesionTrainer", "resolve_device"]
+__all__ = ["CTLesionTrainer", "is_classifier", "match_num_classes", "resolve_device"]

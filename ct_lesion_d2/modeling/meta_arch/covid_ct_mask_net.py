@@ -152,18 +152,40 @@ class CTMaskNetClassifier(GeneralizedRCNN):
         Args:
             batched_inputs (list[dict]): ``"image"`` (C, H, W); ``"class_id"`` (int) for
                 training; optional ``"height"``, ``"width"`` for the output ``roi_boxes``.
+                Inputs may instead carry precomputed ``"roi_rows"`` (B, 5) (see
+                :func:`ct_lesion_d2.data.roi_batch_cache.compute_roi_batch_records`): the
+                detector is then skipped and only module S runs.
 
         Returns:
-            dict[str, Tensor] in training (``loss_cls_image``), else list[dict] (see class).
+            dict[str, Tensor] in training (``loss_cls_image``), else list[dict] (see class;
+            only the class outputs for precomputed rows).
+        """
+        if "roi_rows" in batched_inputs[0]:
+            rows = torch.stack([x["roi_rows"] for x in batched_inputs]).to(self.device)
+            logits = self.classifier(rows.flatten(1))
+            if self.training:
+                return {"loss_cls_image": self.losses(logits, batched_inputs)}
+            return [self._class_outputs(logit) for logit in logits]
+        batches, image_sizes = self.detect_roi_batches(batched_inputs)
+        logits = self.classifier(torch.stack([b.rows for b in batches]).flatten(1))
+        if self.training:
+            return {"loss_cls_image": self.losses(logits, batched_inputs)}
+        return self._outputs(logits, batches, batched_inputs, image_sizes)
+
+    def detect_roi_batches(self, batched_inputs):
+        """Run the detector and rank the RoI batch of each image.
+
+        Args:
+            batched_inputs (list[dict]): as in :meth:`forward`, with ``"image"``.
+
+        Returns:
+            tuple[list[RoIBatch], list[tuple[int, int]]]: the batches and the (resized) image
+            sizes the detector saw.
         """
         images = self.preprocess_image(batched_inputs)
         features = self.backbone(images.tensor)
         proposals, _ = self.proposal_generator(images, features, None)
-        batches = self.roi_batches(features, proposals)
-        logits = self.classifier(torch.stack([b.rows for b in batches]).flatten(1))
-        if self.training:
-            return {"loss_cls_image": self.losses(logits, batched_inputs)}
-        return self._outputs(logits, batches, batched_inputs, images.image_sizes)
+        return self.roi_batches(features, proposals), images.image_sizes
 
     def roi_batches(self, features, proposals):
         """The ranked RoI batch of each image (see :func:`build_roi_batch`).
@@ -214,12 +236,15 @@ class CTMaskNetClassifier(GeneralizedRCNN):
                 inputs.get("width", width) / width, inputs.get("height", height) / height
             )
             results.append(
-                {
-                    "class_logits": logit,
-                    "class_probs": torch.sigmoid(logit),
-                    "pred_class": logit.argmax(),
-                    "roi_boxes": roi_boxes,
-                    "roi_scores": batch.scores,
-                }
+                {**self._class_outputs(logit), "roi_boxes": roi_boxes, "roi_scores": batch.scores}
             )
         return results
+
+    @staticmethod
+    def _class_outputs(logit):
+        """The class part of an inference dict, from one image's logits."""
+        return {
+            "class_logits": logit,
+            "class_probs": torch.sigmoid(logit),
+            "pred_class": logit.argmax(),
+        }
