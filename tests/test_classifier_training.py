@@ -88,7 +88,9 @@ def segmenter_path(tmp_path):
     return str(tmp_path / "segmenter.pth")
 
 
-def test_cached_and_uncached_modes_give_the_same_s_inputs(synthetic_classes, segmenter_path, tmp_path):
+def test_cached_and_uncached_modes_give_the_same_s_inputs(
+    synthetic_classes, segmenter_path, tmp_path
+):
     cfg = cached_cfg(tmp_path, segmenter_path)
     trainer = CTLesionTrainer(cfg)
     trainer.resume_or_load(resume=False)
