@@ -3,11 +3,15 @@ import logging
 import os
 
 import torch
-from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.data import (
+    MetadataCatalog,
+    build_detection_test_loader,
+    build_detection_train_loader,
+)
 from detectron2.engine import DefaultTrainer
 from detectron2.evaluation import COCOEvaluator
 
-from ..data.mappers import ClassificationDatasetMapper
+from ..data.mappers import ClassificationDatasetMapper, CTLesionDatasetMapper
 from ..evaluation import CTClassificationEvaluator
 from ..solver import build_ct_optimizer
 
@@ -36,9 +40,11 @@ def is_classifier(cfg):
 class CTLesionTrainer(DefaultTrainer):
     """``DefaultTrainer`` for both model kinds.
 
-    Lesion segmenters get ``COCOEvaluator`` (bbox, segm) in its pure-Python mode, which needs no
-    compiled Detectron2 op; classifiers get ``ClassificationDatasetMapper`` and
-    ``CTClassificationEvaluator``. Adam is available through ``SOLVER.CT_OPTIMIZER``.
+    Lesion segmenters get ``CTLesionDatasetMapper`` (Detectron2's mapper, plus DICOM and NIfTI
+    slices windowed per ``INPUT.CT_WINDOW``) and ``COCOEvaluator`` (bbox, segm) in its
+    pure-Python mode, which needs no compiled Detectron2 op; classifiers get
+    ``ClassificationDatasetMapper`` and ``CTClassificationEvaluator``. Adam is available
+    through ``SOLVER.CT_OPTIMIZER``.
     """
 
     @classmethod
@@ -52,13 +58,13 @@ class CTLesionTrainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        mapper = ClassificationDatasetMapper(cfg, True) if is_classifier(cfg) else None
-        return build_detection_train_loader(cfg, mapper=mapper)
+        mapper_class = ClassificationDatasetMapper if is_classifier(cfg) else CTLesionDatasetMapper
+        return build_detection_train_loader(cfg, mapper=mapper_class(cfg, True))
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        mapper = ClassificationDatasetMapper(cfg, False) if is_classifier(cfg) else None
-        return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
+        mapper_class = ClassificationDatasetMapper if is_classifier(cfg) else CTLesionDatasetMapper
+        return build_detection_test_loader(cfg, dataset_name, mapper=mapper_class(cfg, False))
 
     @classmethod
     def build_optimizer(cls, cfg, model):
