@@ -1,5 +1,6 @@
 """HU windowing: the lung window maps HU onto the 8-bit scale of the PNG datasets, and training
 mappers and the predictor turn a DICOM slice into exactly what its PNG export would give."""
+
 import glob
 import os
 
@@ -11,7 +12,7 @@ from detectron2.data import DatasetMapper
 from PIL import Image
 
 from ct_lesion_d2 import add_ct_lesion_config
-from ct_lesion_d2.data import CTLesionDatasetMapper, ClassificationDatasetMapper
+from ct_lesion_d2.data import ClassificationDatasetMapper, CTLesionDatasetMapper
 from ct_lesion_d2.data.io import DatasetFormatError
 from ct_lesion_d2.data.scans import read_scan
 from ct_lesion_d2.data.transforms import (
@@ -69,7 +70,9 @@ def test_lung_window_matches_the_png_datasets(shared_data):
     ]
     dicoms = [
         read_scan(p).pixels[0]
-        for p in sorted(glob.glob(os.path.join(shared_data, "dicom", "**", "*.dcm"), recursive=True))
+        for p in sorted(
+            glob.glob(os.path.join(shared_data, "dicom", "**", "*.dcm"), recursive=True)
+        )
     ]
     png_air = air_peak(pngs)
     assert abs(air_peak([apply_ct_window(hu) for hu in dicoms]) - png_air) <= 10

@@ -1,5 +1,6 @@
 """Scan readers on the real DICOM samples: HU, padding, orientation, spacing, series order,
 NIfTI round trip, compressed transfer syntaxes and the errors on bad files."""
+
 import io
 import os
 import shutil
@@ -118,7 +119,9 @@ def test_stored_orientation_is_undone(shared_data, tmp_path, orientation, change
 
 def test_oblique_slice_kept_as_stored_with_warning(shared_data, tmp_path):
     src = tcia(shared_data, "A002304/axial/19010112-135.dcm")
-    oblique = write_variant(src, tmp_path / "o.dcm", ImageOrientationPatient=[1, 0, 0, 0, 0.8, -0.6])
+    oblique = write_variant(
+        src, tmp_path / "o.dcm", ImageOrientationPatient=[1, 0, 0, 0, 0.8, -0.6]
+    )
     with pytest.warns(UserWarning, match="o.dcm: slice is not axis-aligned axial"):
         scan = read_dicom_file(oblique)
     assert scan.orientation == "as stored"
@@ -174,7 +177,9 @@ def test_mixed_series_refused_and_chosen(shared_data):
 
 
 def test_duplicate_positions_refused(shared_data, tmp_path):
-    folder = make_series(shared_data, tmp_path / "dup", [0.0, 2.5, 2.5], ["a.dcm", "b.dcm", "c.dcm"])
+    folder = make_series(
+        shared_data, tmp_path / "dup", [0.0, 2.5, 2.5], ["a.dcm", "b.dcm", "c.dcm"]
+    )
     with pytest.raises(DatasetFormatError, match=r"c\.dcm: same slice position 2.500 mm"):
         read_dicom_series(folder)
 
