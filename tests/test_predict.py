@@ -18,7 +18,7 @@ from PIL import Image
 from pycocotools import mask as mask_util
 
 from ct_lesion_d2.analysis import aggregate_classes, build_scan_report
-from ct_lesion_d2.data.scans import Scan, read_scan
+from ct_lesion_d2.data.scans import Scan, read_scan, write_nifti
 from ct_lesion_d2.data.transforms import apply_ct_window
 from ct_lesion_d2.engine import CTLesionPredictor, SlicePrediction, build_predict_config
 from ct_lesion_d2.model_zoo import get_config
@@ -336,6 +336,22 @@ def test_predict_tool_mixed_series_and_classifier(checkpoints, shared_data, tmp_
         assert scan_class["probabilities"] == pytest.approx(probs)
         assert report["settings"]["classifier"]["weights"] == cls_weights
     assert len(uids) == 2
+
+
+def test_predict_tool_on_nifti(checkpoints, shared_data, tmp_path):
+    scan = read_scan(os.path.join(shared_data, LIDC))
+    volume = str(tmp_path / "chest.nii.gz")
+    write_nifti(scan, volume)
+    (path,) = run_predict(checkpoints, [volume], tmp_path / "out", "--max-panels", "0")
+    report = json.load(open(path))
+    assert os.path.basename(os.path.dirname(path)) == "chest"
+    assert report["scan"]["spacing_mm"] == pytest.approx([0.625, 0.625])
+    assert report["scan"]["input_units"] == "HU"
+    (entry,) = report["slices"]
+    assert entry["name"] == "chest.nii.gz[0]"
+    (expected,) = make_predictor(checkpoints)(scan.pixels, True)
+    assert entry["lesion_count"] == len(expected.instances)
+    assert entry["lesion_area_mm2"] == pytest.approx(entry["lesion_area_px"] * 0.390625, abs=1e-3)
 
 
 def test_analysis_panel_layout(checkpoints, shared_data):

@@ -100,6 +100,13 @@ def _scan_name(path):
     return name
 
 
+def _strip_extension(name):
+    for ext in IMAGE_EXTENSIONS + (".dcm",):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
 def _safe(name):
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "scan"
 
@@ -161,7 +168,7 @@ def write_scan_report(predictor, scan, folder, args, metadata, settings):
         grey = predictor.display_image(scan.pixels[index], scan.is_hu)
         saved = save_slice_figures(
             panels,
-            f"{index:04d}_{_safe(name)}",
+            f"{index:04d}_{_safe(_strip_extension(name))}",
             grey,
             predictions[index],
             metadata,
