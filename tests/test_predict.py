@@ -5,6 +5,7 @@ import base64
 import json
 import os
 import re
+import shutil
 import sys
 
 import numpy as np
@@ -305,9 +306,13 @@ def test_predict_tool_mixed_series_and_classifier(checkpoints, shared_data, tmp_
     with pytest.raises(SystemExit, match="mixes 2 DICOM series.*--all-series"):
         run_predict(checkpoints, [mixed], tmp_path / "a")
     cls_config, cls_weights = checkpoints["cls"]
+    pngs = tmp_path / "pngs"  # --all-series leaves folders of image slices whole
+    pngs.mkdir()
+    for name in ("medseg_010.png", "medseg_009.png"):
+        shutil.copy(os.path.join(shared_data, "medseg100", "images", name), pngs)
     paths = run_predict(
         checkpoints,
-        [mixed],
+        [mixed, str(pngs)],
         tmp_path / "b",
         "--all-series",
         "--classifier-config",
@@ -322,9 +327,18 @@ def test_predict_tool_mixed_series_and_classifier(checkpoints, shared_data, tmp_
     assert [os.path.basename(os.path.dirname(p)) for p in paths] == [
         "axial_series1",
         "axial_series2",
+        "pngs",
     ]
+    report = json.load(open(paths[2]))
+    assert [s["name"] for s in report["slices"]] == ["medseg_009.png", "medseg_010.png"]
+    assert (
+        report["scan"]["input_units"] == "uint8_windowed" and report["scan"]["spacing_mm"] is None
+    )
+    assert report["summary"]["lesion_area_mm2"] is None
+    votes = report["summary"]["scan_class"]["slice_votes"]
+    assert sum(votes.values()) == 2
     uids = set()
-    for path in paths:
+    for path in paths[:2]:
         report = json.load(open(path))
         uids.add(report["scan"]["series_uid"])
         (entry,) = report["slices"]

@@ -26,6 +26,7 @@ from ct_lesion_d2.data.io import DatasetFormatError, write_json_atomic
 from ct_lesion_d2.data.scans import (
     IMAGE_EXTENSIONS,
     NIFTI_EXTENSIONS,
+    folder_kind,
     list_dicom_series,
     read_dicom_series,
     read_scan,
@@ -123,7 +124,7 @@ def plan_scans(inputs, series_uid=None, all_series=False):
         if not os.path.exists(path):
             raise DatasetFormatError(path, "input not found")
         readers = [(_scan_name(path), lambda p=path: read_scan(p, series_uid))]
-        if all_series and os.path.isdir(path):
+        if all_series and os.path.isdir(path) and folder_kind(path) == "dicom":
             series = list_dicom_series(path)
             if len(series) > 1:
                 readers = [

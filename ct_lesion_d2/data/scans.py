@@ -32,6 +32,7 @@ __all__ = [
     "PADDING_BELOW_HU",
     "PADDING_HU",
     "Scan",
+    "folder_kind",
     "list_dicom_series",
     "read_dicom_file",
     "read_dicom_series",
@@ -607,6 +608,24 @@ def _looks_like_dicom(path):
         return False
 
 
+def folder_kind(folder):
+    """What a scan folder holds: "dicom" or "images" (PNG/JPG slices).
+
+    Files with a DICOM extension or marker count as DICOM; extension-less files that are not
+    images are taken for DICOM too (the reader then names any that is not).
+
+    Raises:
+        DatasetFormatError: the folder is missing or empty, or mixes DICOM and images.
+    """
+    files = _folder_files(folder)
+    if not files:
+        raise DatasetFormatError(folder, "folder holds no files")
+    images = [p for p in files if p.lower().endswith(IMAGE_EXTENSIONS)]
+    if images and any(_looks_like_dicom(p) for p in files):
+        raise DatasetFormatError(folder, "folder mixes DICOM files and image slices")
+    return "images" if images else "dicom"
+
+
 def read_scan(path, series_uid=None):
     """Read whatever ``path`` is: a NIfTI volume, an image slice, a DICOM file, a folder of
     DICOM slices (one series) or a folder of image slices.
@@ -623,16 +642,9 @@ def read_scan(path, series_uid=None):
     """
     path = str(path)
     if os.path.isdir(path):
-        files = _folder_files(path)
-        dicom = [p for p in files if _looks_like_dicom(p)]
-        images = [p for p in files if p.lower().endswith(IMAGE_EXTENSIONS)]
-        if dicom and images:
-            raise DatasetFormatError(path, "folder mixes DICOM files and image slices")
-        if images:
+        if folder_kind(path) == "images":
             return read_image_slices(path)
-        if files:
-            return read_dicom_series(path, series_uid)
-        raise DatasetFormatError(path, "folder holds no files")
+        return read_dicom_series(path, series_uid)
     if not os.path.exists(path):
         raise DatasetFormatError(path, "file or folder not found")
     lower = path.lower()
