@@ -9,6 +9,7 @@ import pytest
 import torch
 from detectron2.config import get_cfg
 from detectron2.data import DatasetMapper
+from detectron2.structures import BoxMode
 from PIL import Image
 
 from ct_lesion_d2 import add_ct_lesion_config
@@ -104,6 +105,21 @@ def test_dicom_reaches_models_as_its_png_export(dicom_and_png):
     assert dicom_input.shape == (3, 128, 128)
     assert torch.equal(dicom_input, png_input)
     assert torch.equal(png_input, d2({**record, "file_name": png})["image"])
+
+    # training: annotations follow the image the same way
+    cfg_train = small_cfg("INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.RANDOM_FLIP", "none")
+    annotation = {
+        "bbox": [100.0, 150.0, 60.0, 40.0],
+        "bbox_mode": BoxMode.XYWH_ABS,
+        "category_id": 0,
+        "segmentation": [[100.0, 150.0, 160.0, 150.0, 160.0, 190.0, 100.0, 190.0]],
+    }
+    train = CTLesionDatasetMapper(cfg_train, True)
+    a = train({**record, "file_name": dicom, "annotations": [annotation]})
+    b = train({**record, "file_name": png, "annotations": [annotation]})
+    assert torch.equal(a["image"], b["image"]) and a["image"].shape == (3, 128, 128)
+    assert torch.equal(a["instances"].gt_boxes.tensor, b["instances"].gt_boxes.tensor)
+    assert a["instances"].gt_boxes.tensor.tolist() == [[25.0, 37.5, 40.0, 47.5]]
 
     # classification mapper
     mapper = ClassificationDatasetMapper(cfg, False)
