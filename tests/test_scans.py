@@ -276,7 +276,9 @@ def test_bad_dicom_files_name_the_file(shared_data, tmp_path):
     ds = pydicom.dcmread(src)
     del ds.PixelData
     ds.save_as(tmp_path / "no_pixels.dcm")
+    write_variant(src, tmp_path / "bad_orientation.dcm", ImageOrientationPatient=[1, 0, 0, 0, 1])
     cases = [
+        (tmp_path / "bad_orientation.dcm", "malformed DICOM header value"),
         (not_dicom, "not a DICOM file"),
         (truncated, "truncated or corrupt"),
         (tmp_path / "no_pixels.dcm", "no pixel data"),

@@ -239,7 +239,7 @@ def _slice_normal(orientation):
     return np.cross(cosines[0], cosines[1])
 
 
-def _read_slices(ds, path):
+def _read_slices_unchecked(ds, path):
     """HU pixels (F, H, W), padding mask and pixel spacing of one DICOM file, radiological view."""
     stored = _decode_pixels(ds, path)
     slope, intercept = _rescale(ds, path)
@@ -263,7 +263,7 @@ def _read_slices(ds, path):
     return np.ascontiguousarray(hu), np.ascontiguousarray(padding), spacing, "axial"
 
 
-def _position(ds):
+def _position_unchecked(ds):
     """Position along the slice normal (mm), or None when the header has no geometry."""
     position = ds.get("ImagePositionPatient")
     if position is not None:
@@ -271,6 +271,33 @@ def _position(ds):
         return float(np.dot(normal, [float(v) for v in position]))
     location = ds.get("SliceLocation")
     return float(location) if location is not None else None
+
+
+def _checked(function, ds, path, *args):
+    """Run a header interpretation; malformed values (a PixelSpacing of one number, an
+    orientation of five ...) become a DatasetFormatError naming the file."""
+    try:
+        return function(ds, *args)
+    except DatasetFormatError:
+        raise
+    except (ValueError, TypeError, IndexError, AttributeError) as e:
+        raise DatasetFormatError(path, f"malformed DICOM header value ({type(e).__name__}: {e})")
+
+
+def _read_slices(ds, path):
+    return _checked(_read_slices_unchecked, ds, path, path)
+
+
+def _position(ds, path):
+    return _checked(_position_unchecked, ds, path)
+
+
+def _same_orientation(ds, reference):
+    a, b = ds.get("ImageOrientationPatient"), reference.get("ImageOrientationPatient")
+    if a is None or b is None:
+        return a is None and b is None
+    a, b = [float(v) for v in a], [float(v) for v in b]
+    return len(a) == len(b) and np.allclose(a, b, atol=1e-3)
 
 
 def _float_or_none(value):
@@ -294,7 +321,7 @@ def read_dicom_file(path):
     hu, padding, spacing, orientation = _read_slices(ds, path)
     name = os.path.basename(path)
     names = [name] if len(hu) == 1 else [f"{name}#frame{i}" for i in range(len(hu))]
-    position = _position(ds)
+    position = _position(ds, path)
     return Scan(
         pixels=hu,
         is_hu=True,
@@ -371,7 +398,7 @@ def _order_slices(paths, headers):
 
     Falls back to InstanceNumber, with a warning, when the headers carry no position.
     """
-    positions = [_position(ds) for ds in headers]
+    positions = [_position(ds, p) for ds, p in zip(headers, paths)]
     if all(p is not None for p in positions):
         order = np.argsort(positions, kind="stable")
         sorted_positions = [positions[i] for i in order]
@@ -429,12 +456,7 @@ def read_dicom_series(folder, series_uid=None):
                 )
         orientation = ds.get("ImageOrientationPatient")
         reference = first.get("ImageOrientationPatient")
-        if (orientation is None) != (reference is None) or (
-            orientation is not None
-            and not np.allclose(
-                [float(v) for v in orientation], [float(v) for v in reference], atol=1e-3
-            )
-        ):
+        if not _checked(_same_orientation, ds, path, first):
             raise DatasetFormatError(
                 path,
                 f"ImageOrientationPatient {orientation} differs from {reference} of "
