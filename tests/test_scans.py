@@ -191,6 +191,7 @@ def test_nifti_round_trip_and_orientation(shared_data, tmp_path):
     write_nifti(scan, path)
     back = read_nifti(path)
     assert np.array_equal(back.pixels, scan.pixels)
+    assert np.array_equal(back.padding_mask, scan.padding_mask) and back.padding_mask.any()
     assert back.spacing_mm == pytest.approx(scan.spacing_mm)
     assert back.slice_thickness_mm == pytest.approx(1.0)
     assert back.positions_mm == pytest.approx(scan.positions_mm)

@@ -10,10 +10,10 @@ superior), whatever order the file stored them in. Oblique and non-axial slices 
 stored, with a warning.
 
 Padding: voxels outside the scanner's field of view (DICOM ``PixelPaddingValue`` and
-``PixelPaddingRangeLimit``; without those tags, any value below ``PADDING_BELOW_HU``, which
-neither tissue nor air reaches; NaN or infinite NIfTI voxels) are set to ``PADDING_HU`` and
-flagged in ``Scan.padding_mask``. ``PADDING_HU`` lies below every useful window, so padding
-becomes black after windowing, as it is in the 8-bit datasets.
+``PixelPaddingRangeLimit``; without those tags, and in NIfTI, any value below
+``PADDING_BELOW_HU``, which neither tissue nor air reaches; NaN or infinite NIfTI voxels) are
+set to ``PADDING_HU`` and flagged in ``Scan.padding_mask``. ``PADDING_HU`` lies below every
+useful window, so padding becomes black after windowing, as it is in the 8-bit datasets.
 
 All failures raise :class:`DatasetFormatError` whose message names the offending file.
 """
@@ -496,7 +496,8 @@ def read_nifti(path):
     The volume is reoriented to the closest RAS+ axes (``nibabel.as_closest_canonical``);
     each slice along the third axis becomes ``data[::-1, ::-1, k].T`` (rows anterior to
     posterior, columns right to left), slices ordered inferior to superior. NaN and infinite
-    voxels are replaced by ``PADDING_HU`` with a warning and flagged in ``padding_mask``.
+    voxels (with a warning) and values below ``PADDING_BELOW_HU`` are padding: set to
+    ``PADDING_HU`` and flagged in ``padding_mask``.
 
     Args:
         path (str): ``.nii`` or ``.nii.gz`` file, 2-D or 3-D (a 4-D one with one volume).
@@ -528,6 +529,8 @@ def read_nifti(path):
             f"{path}: {int(invalid.sum())} NaN or infinite voxels set to padding ({PADDING_HU} HU)"
         )
         data[invalid] = PADDING_HU
+    invalid |= data < PADDING_BELOW_HU
+    data[invalid] = PADDING_HU
     if data.max() <= 255 and data.min() >= 0:
         warnings.warn(f"{path}: values lie in 0..255; is this an 8-bit image rather than HU?")
     zooms = [float(z) for z in image.header.get_zooms()[:3]] + [1.0] * 3
