@@ -131,7 +131,8 @@ def draw_analysis_panel(
         limit = float(np.nanmax(np.abs(logits))) or 1.0
         im = axes[1].imshow(logits, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=0.75)
         fig.colorbar(im, ax=axes[1], fraction=0.046, pad=0.02, label="mask logit")
-    axes[1].set_title("raw mask score map (logits, max over RoIs)", fontsize=10)
+    empty = "" if np.isfinite(logits).any() else "\nno detection above the threshold"
+    axes[1].set_title(f"raw mask score map (logits, max over RoIs){empty}", fontsize=10)
     axes[1].set_axis_off()
 
     if record is not None:
