@@ -13,7 +13,7 @@ from detectron2.data import (
 from detectron2.engine import DefaultTrainer
 from detectron2.evaluation import COCOEvaluator
 
-from ..data.mappers import ClassificationDatasetMapper
+from ..data.mappers import ClassificationDatasetMapper, CTLesionDatasetMapper
 from ..data.roi_batch_cache import compute_roi_batch_records
 from ..evaluation import CTClassificationEvaluator
 from ..solver import build_ct_optimizer
@@ -70,9 +70,11 @@ def match_num_classes(cfg):
 class CTLesionTrainer(DefaultTrainer):
     """``DefaultTrainer`` for both model kinds.
 
-    Lesion segmenters get ``COCOEvaluator`` (bbox, segm) in its pure-Python mode, which needs no
-    compiled Detectron2 op; classifiers get ``ClassificationDatasetMapper`` and
-    ``CTClassificationEvaluator``. Adam is available through ``SOLVER.CT_OPTIMIZER``.
+    Lesion segmenters get ``CTLesionDatasetMapper`` (Detectron2's mapper, plus DICOM and NIfTI
+    slices windowed per ``INPUT.CT_WINDOW``) and ``COCOEvaluator`` (bbox, segm) in its
+    pure-Python mode, which needs no compiled Detectron2 op; classifiers get
+    ``ClassificationDatasetMapper`` and ``CTClassificationEvaluator``. Adam is available
+    through ``SOLVER.CT_OPTIMIZER``.
     """
 
     @classmethod
@@ -88,8 +90,8 @@ class CTLesionTrainer(DefaultTrainer):
     def build_train_loader(cls, cfg):
         if is_classifier(cfg) and cfg.MODEL.CT_CLASSIFIER.CACHE_ROI_BATCHES:
             return cls.build_cached_roi_batch_loader(cfg)
-        mapper = ClassificationDatasetMapper(cfg, True) if is_classifier(cfg) else None
-        return build_detection_train_loader(cfg, mapper=mapper)
+        mapper_class = ClassificationDatasetMapper if is_classifier(cfg) else CTLesionDatasetMapper
+        return build_detection_train_loader(cfg, mapper=mapper_class(cfg, True))
 
     @classmethod
     def build_cached_roi_batch_loader(cls, cfg):
@@ -129,8 +131,8 @@ class CTLesionTrainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        mapper = ClassificationDatasetMapper(cfg, False) if is_classifier(cfg) else None
-        return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
+        mapper_class = ClassificationDatasetMapper if is_classifier(cfg) else CTLesionDatasetMapper
+        return build_detection_test_loader(cfg, dataset_name, mapper=mapper_class(cfg, False))
 
     @classmethod
     def build_optimizer(cls, cfg, model):

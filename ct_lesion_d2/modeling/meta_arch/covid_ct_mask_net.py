@@ -17,7 +17,7 @@ from torch.nn import functional as F
 from .roi_batch import ROW_FEATURES, build_roi_batch
 from .segmentation_weights import load_segmentation_weights
 
-__all__ = ["CTMaskNetClassifier", "build_s_module"]
+__all__ = ["CTMaskNetClassifier", "build_s_module", "ranked_roi_batches"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,45 @@ def build_s_module(batch_detections, hidden_dim, num_classes):
     )
 
 
+def ranked_roi_batches(roi_heads, features, proposals, sigmoid_scores=False, **batch_options):
+    """The ranked RoI batch of each image, from the RoI box branch of a Mask R-CNN.
+
+    Used by the classifier, and by the predictor to show the batch a segmentation model would
+    hand to module S.
+
+    Args:
+        roi_heads (StandardROIHeads): gives the box pooler, head and predictor.
+        features (dict[str, Tensor]): backbone features.
+        proposals (list[Instances]): RPN proposals, one per image.
+        sigmoid_scores (bool): sigmoid of the class logit as confidence instead of softmax.
+        **batch_options: ``build_roi_batch`` options (batch_size, score_thresh, nms_thresh,
+            remove_empty_boxes, row_features).
+
+    Returns:
+        list[RoIBatch]: rows (B, 5), boxes (B, 4), scores (B,) per image.
+    """
+    box_features = roi_heads.box_pooler(
+        [features[f] for f in roi_heads.box_in_features], [p.proposal_boxes for p in proposals]
+    )
+    predictions = roi_heads.box_predictor(roi_heads.box_head(box_features))
+    logits, deltas = predictions
+    num_fg = logits.shape[1] - 1
+    if sigmoid_scores:
+        scores = torch.sigmoid(logits[:, :num_fg])
+    else:
+        scores = F.softmax(logits, dim=1)[:, :num_fg]
+    boxes = torch.cat(roi_heads.box_predictor.predict_boxes(predictions, proposals))
+    # class-agnostic regression: the same box for every class
+    boxes, deltas = (t.reshape(len(t), -1, 4).expand(-1, num_fg, 4) for t in (boxes, deltas))
+    sizes = [len(p) for p in proposals]
+    return [
+        build_roi_batch(s, b, d, p.image_size, **batch_options)
+        for s, b, d, p in zip(
+            scores.split(sizes), boxes.split(sizes), deltas.split(sizes), proposals
+        )
+    ]
+
+
 @META_ARCH_REGISTRY.register()
 class CTMaskNetClassifier(GeneralizedRCNN):
     """COVID-CT-Mask-Net image classifier: a frozen Mask R-CNN detector (no mask branch) + S.
@@ -50,8 +89,9 @@ class CTMaskNetClassifier(GeneralizedRCNN):
     (int: 0 Control, 1 Common Pneumonia, 2 COVID-19). Training returns
     ``{"loss_cls_image"}``; inference returns per image ``class_logits``, ``class_probs``
     (sigmoid), ``pred_class`` (argmax), ``roi_boxes`` (``Boxes``, B ranked rows, rescaled to
-    the input's ``height``/``width``) and ``roi_scores`` (B,). An image on which no detection
-    survives (no proposal with a non-empty box) is classified from a batch of B zero rows.
+    the input's ``height``/``width``), ``roi_scores`` (B,) and ``roi_num_detections`` (distinct
+    detections before replication). An image on which no detection survives (no proposal with
+    a non-empty box) is classified from a batch of B zero rows.
     """
 
     @configurable
@@ -188,36 +228,10 @@ class CTMaskNetClassifier(GeneralizedRCNN):
         return self.roi_batches(features, proposals), images.image_sizes
 
     def roi_batches(self, features, proposals):
-        """The ranked RoI batch of each image (see :func:`build_roi_batch`).
-
-        Args:
-            features (dict[str, Tensor]): backbone features.
-            proposals (list[Instances]): RPN proposals, one per image.
-
-        Returns:
-            list[RoIBatch]: rows (B, 5), boxes (B, 4), scores (B,) per image.
-        """
-        heads = self.roi_heads
-        box_features = heads.box_pooler(
-            [features[f] for f in heads.box_in_features], [p.proposal_boxes for p in proposals]
+        """The ranked RoI batch of each image (see :func:`ranked_roi_batches`)."""
+        return ranked_roi_batches(
+            self.roi_heads, features, proposals, self.sigmoid_scores, **self.batch_options
         )
-        predictions = heads.box_predictor(heads.box_head(box_features))
-        logits, deltas = predictions
-        num_fg = logits.shape[1] - 1
-        if self.sigmoid_scores:
-            scores = torch.sigmoid(logits[:, :num_fg])
-        else:
-            scores = F.softmax(logits, dim=1)[:, :num_fg]
-        boxes = torch.cat(heads.box_predictor.predict_boxes(predictions, proposals))
-        # class-agnostic regression: the same box for every class
-        boxes, deltas = (t.reshape(len(t), -1, 4).expand(-1, num_fg, 4) for t in (boxes, deltas))
-        sizes = [len(p) for p in proposals]
-        return [
-            build_roi_batch(s, b, d, p.image_size, **self.batch_options)
-            for s, b, d, p in zip(
-                scores.split(sizes), boxes.split(sizes), deltas.split(sizes), proposals
-            )
-        ]
 
     def losses(self, logits, batched_inputs):
         """Sigmoid binary cross-entropy of the image logits against the one-hot class."""
@@ -236,7 +250,12 @@ class CTMaskNetClassifier(GeneralizedRCNN):
                 inputs.get("width", width) / width, inputs.get("height", height) / height
             )
             results.append(
-                {**self._class_outputs(logit), "roi_boxes": roi_boxes, "roi_scores": batch.scores}
+                {
+                    **self._class_outputs(logit),
+                    "roi_boxes": roi_boxes,
+                    "roi_scores": batch.scores,
+                    "roi_num_detections": batch.num_detections,
+                }
             )
         return results
 
