@@ -39,5 +39,18 @@ def add_ct_lesion_config(cfg):
     cfg.MODEL.CT_CLASSIFIER.ROW_FEATURES = "deltas"
     # Train the affine weight/bias of the backbone BatchNorm layers beside module S.
     cfg.MODEL.CT_CLASSIFIER.TRAIN_BN_AFFINE = True
+    # Compute the training images' ranked RoI batches once and train module S on them alone.
+    # Needs TRAIN_BN_AFFINE False (the detector then never changes); the cached batches come
+    # from the inference mapper, so training augmentations (INPUT.RANDOM_FLIP) are not applied.
+    cfg.MODEL.CT_CLASSIFIER.CACHE_ROI_BATCHES = False
     # Crop classification slices to the box given with each record (COVIDx-CT body crop).
     cfg.INPUT.CT_CLASSIFIER_CROP = False
+
+    # CT intensities (ct_lesion_d2/data/transforms.py), the same at training and inference.
+    # What the model expects: "uint8_windowed" (8-bit grey after the window below, the form of
+    # the PNG/JPG lesion datasets; HU input is windowed and rounded) or "HU" (raw HU).
+    cfg.INPUT.CT_INPUT_UNITS = "uint8_windowed"
+    cfg.INPUT.CT_WINDOW = CN()
+    # Window applied to HU input of a "uint8_windowed" model: the lung window by default.
+    cfg.INPUT.CT_WINDOW.LEVEL = -600.0
+    cfg.INPUT.CT_WINDOW.WIDTH = 1500.0

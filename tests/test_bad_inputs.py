@@ -3,8 +3,8 @@ the problem, at every entry point that reads it, and no entry point leaves parti
 
 Entry points: ``read_grey_image`` / ``read_label_mask``, the converters
 (``convert_layout``), the loader run at registration (``load_ct_lesion_coco``), the training
-mapper (``LesionDatasetMapper`` inside ``SeededMapDataset``), ``validation`` and the command
-line tools. The DICOM and NIfTI cases are in ``test_bad_scan_inputs.py``.
+mapper (``CTLesionDatasetMapper`` inside ``SeededMapDataset``), ``validation`` and the
+command line tools. The DICOM and NIfTI cases are in ``test_bad_scan_inputs.py``.
 """
 import io
 import json
@@ -24,7 +24,7 @@ from ct_lesion_d2.data.classification import parse_covidx_split
 from ct_lesion_d2.data.converters import convert_layout
 from ct_lesion_d2.data.datasets.builtin import load_ct_lesion_coco
 from ct_lesion_d2.data.io import DatasetFormatError, read_grey_image, read_label_mask
-from ct_lesion_d2.data.mappers import LesionDatasetMapper
+from ct_lesion_d2.data.mappers import CTLesionDatasetMapper
 from ct_lesion_d2.data.validation import validate_coco_files, validate_covidx, validate_layout
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -103,7 +103,7 @@ def _training_mapper():
     cfg.INPUT.MASK_FORMAT = "bitmask"
     cfg.INPUT.MIN_SIZE_TRAIN = (128,)
     cfg.INPUT.MAX_SIZE_TRAIN = 256
-    return LesionDatasetMapper(cfg, True)
+    return CTLesionDatasetMapper(cfg, True)
 
 
 def _assert_names(error, path, problem):

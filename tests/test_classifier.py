@@ -131,7 +131,11 @@ def test_end_to_end_inference(classifier, blank):
     classifier.eval()
     with torch.no_grad():
         (out,) = classifier([{"image": make_image(blank=blank), "height": 320, "width": 400}])
-    assert set(out) == {"class_logits", "class_probs", "pred_class", "roi_boxes", "roi_scores"}
+    assert set(out) == {
+        "class_logits", "class_probs", "pred_class", "roi_boxes", "roi_scores", "roi_num_detections"
+    }
+    assert 0 <= out["roi_num_detections"] <= 128
+    assert (out["roi_num_detections"] == 0) == (not out["roi_scores"].any())
     assert out["class_logits"].shape == (3,)
     assert torch.allclose(out["class_probs"], out["class_logits"].sigmoid())
     assert int(out["pred_class"]) == int(out["class_logits"].argmax())

@@ -9,6 +9,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import build_model
 
 from ct_lesion_d2.data.datasets import register_ct_classification
+from ct_lesion_d2.data.mappers import ClassificationDatasetMapper
 from ct_lesion_d2.data.synthetic import generate_synthetic_slices
 from ct_lesion_d2.engine import CTLesionTrainer
 from ct_lesion_d2.model_zoo import get_config
@@ -63,3 +64,69 @@ def test_classifier_trains_and_evaluates(synthetic_classes, tmp_path):
     assert os.path.isfile(out / "confusion_matrix.png")
     # the detector stayed frozen through training
     assert torch.equal(trainer.model.roi_heads.box_head.fc1.weight, detector_weight)
+
+
+def cached_cfg(tmp_path, segmenter_path, *opts):
+    return get_config(
+        "classifier_R18_T1",
+        SMALL + [
+            "MODEL.CT_CLASSIFIER.SEGMENTATION_WEIGHTS", segmenter_path,
+            "MODEL.CT_CLASSIFIER.TRAIN_BN_AFFINE", "False",
+            "MODEL.CT_CLASSIFIER.CACHE_ROI_BATCHES", "True", "INPUT.RANDOM_FLIP", "none",
+            "DATASETS.TRAIN", f"('{NAME}',)", "DATASETS.TEST", f"('{NAME}',)",
+            "SOLVER.IMS_PER_BATCH", "3", "SOLVER.MAX_ITER", "4", "SOLVER.BASE_LR", "0.001",
+            "OUTPUT_DIR", str(tmp_path / "out"), "SOLVER.CHECKPOINT_PERIOD", "100", *opts,
+        ],
+    )
+
+
+@pytest.fixture
+def segmenter_path(tmp_path):
+    torch.manual_seed(0)
+    segmenter = build_model(get_config("mask_rcnn_R18_T1", ["MODEL.DEVICE", "cpu"]))
+    DetectionCheckpointer(segmenter, save_dir=str(tmp_path)).save("segmenter")
+    return str(tmp_path / "segmenter.pth")
+
+
+def test_cached_and_uncached_modes_give_the_same_s_inputs(
+    synthetic_classes, segmenter_path, tmp_path
+):
+    cfg = cached_cfg(tmp_path, segmenter_path)
+    trainer = CTLesionTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    cached = {r["file_name"]: r for r in next(iter(trainer.data_loader))}
+    assert len(cached) == 3
+    # the uncached training path on the same images: capture what module S receives
+    model = trainer.model
+    mapper = ClassificationDatasetMapper(cfg, True)
+    inputs = [mapper(r) for r in synthetic_classes if r["file_name"] in cached]
+    seen = []
+    handle = model.classifier.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    model.train()
+    loss_uncached = model(inputs)["loss_cls_image"]
+    handle.remove()
+    rows = torch.stack([cached[x["file_name"]]["roi_rows"] for x in inputs]).flatten(1)
+    assert rows.shape == (3, 5 * cfg.MODEL.CT_CLASSIFIER.BATCH_DETECTIONS)
+    assert torch.allclose(seen[0], rows, atol=1e-5)
+    assert rows.abs().sum() > 0
+    # and the loss the cached path computes from them is the same
+    cached_inputs = [cached[x["file_name"]] for x in inputs]
+    assert torch.allclose(model(cached_inputs)["loss_cls_image"], loss_uncached, atol=1e-6)
+
+
+def test_cached_mode_trains_only_module_s(synthetic_classes, segmenter_path, tmp_path):
+    trainer = CTLesionTrainer(cached_cfg(tmp_path, segmenter_path))
+    trainer.resume_or_load(resume=False)
+    model = trainer.model
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    trainer.train()
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("classifier.") for k in changed)
+    assert "accuracy" in trainer._last_eval_results["classification"]
+
+
+def test_cache_refuses_trainable_batchnorm(synthetic_classes, segmenter_path, tmp_path):
+    cfg = cached_cfg(tmp_path, segmenter_path, "MODEL.CT_CLASSIFIER.TRAIN_BN_AFFINE", "True")
+    with pytest.raises(ValueError, match="TRAIN_BN_AFFINE"):
+        CTLesionTrainer(cfg)

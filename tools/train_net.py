@@ -17,7 +17,7 @@ from detectron2.utils.logger import setup_logger
 
 import ct_lesion_d2  # noqa: F401  (registers backbones and datasets)
 from ct_lesion_d2 import add_ct_lesion_config
-from ct_lesion_d2.engine import CTLesionTrainer, resolve_device
+from ct_lesion_d2.engine import CTLesionTrainer, match_num_classes, resolve_device
 
 
 def setup(args):
@@ -26,6 +26,7 @@ def setup(args):
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
     resolve_device(cfg)
+    match_num_classes(cfg)
     cfg.freeze()
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="ct_lesion_d2")

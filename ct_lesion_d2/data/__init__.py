@@ -6,13 +6,19 @@ from .classification import (
     split_records_by_group,
 )
 from .io import DatasetFormatError
-from .mappers import ClassificationDatasetMapper
+from .mappers import ClassificationDatasetMapper, CTLesionDatasetMapper
+from .scans import Scan, read_scan
+from .transforms import apply_ct_window
 
 __all__ = [
+    "CTLesionDatasetMapper",
     "ClassificationDatasetMapper",
     "DatasetFormatError",
+    "Scan",
     "list_class_folders",
+    "apply_ct_window",
     "parse_covidx_split",
+    "read_scan",
     "sample_per_class",
     "split_records_by_group",
 ]

@@ -23,7 +23,7 @@ from detectron2.data.samplers import (
 from detectron2.utils import comm
 
 from .io import DatasetFormatError
-from .mappers import LesionDatasetMapper
+from .mappers import CTLesionDatasetMapper
 from .samplers import ResumableBatchSampler, aspect_ratio_buckets
 
 logger = logging.getLogger(__name__)
@@ -151,47 +151,53 @@ def build_index_sampler(cfg, dataset_dicts, seed):
     raise ValueError(f"Unknown training sampler: {name}")
 
 
-def build_resumable_train_loader(cfg, mapper=None, seed=None):
+def build_resumable_train_loader(cfg, mapper=None, seed=None, *, dataset=None,
+                                 aspect_ratio_grouping=None, num_workers=None):
     """The training loader of ``cfg`` (datasets, filters, sampler, batch size, grouping and
     workers as in ``build_detection_train_loader``) built from the pieces above.
 
     Args:
         mapper (callable or None): dataset dict -> model input; default
-            ``LesionDatasetMapper``.
+            ``CTLesionDatasetMapper``.
         seed (int or None): seed of the data order and augmentations; None takes ``cfg.SEED``,
             or a random seed shared by all processes when that is negative.
+        dataset (list[dict] or None): records to use instead of ``DATASETS.TRAIN``.
+        aspect_ratio_grouping, num_workers: override ``DATALOADER.ASPECT_RATIO_GROUPING`` and
+            ``DATALOADER.NUM_WORKERS``.
 
     Returns:
         ResumableTrainLoader: with ``dataset_dicts`` and ``batch_sampler`` attributes.
     """
-    dataset_dicts = get_detection_dataset_dicts(
-        cfg.DATASETS.TRAIN,
-        filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
-        min_keypoints=cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE
-        if cfg.MODEL.KEYPOINT_ON else 0,
-        proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
-    )
+    if dataset is None:
+        dataset = get_detection_dataset_dicts(
+            cfg.DATASETS.TRAIN,
+            filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+            min_keypoints=cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE
+            if cfg.MODEL.KEYPOINT_ON else 0,
+            proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
+        )
     if seed is None:
         seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
+    if aspect_ratio_grouping is None:
+        aspect_ratio_grouping = cfg.DATALOADER.ASPECT_RATIO_GROUPING
+    if num_workers is None:
+        num_workers = cfg.DATALOADER.NUM_WORKERS
     world_size = comm.get_world_size()
     if cfg.SOLVER.IMS_PER_BATCH % world_size:
         raise ValueError(
             f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} is not divisible by the "
             f"{world_size} processes"
         )
-    buckets = aspect_ratio_buckets(dataset_dicts) if cfg.DATALOADER.ASPECT_RATIO_GROUPING else None
     batch_sampler = ResumableBatchSampler(
-        build_index_sampler(cfg, dataset_dicts, seed),
+        build_index_sampler(cfg, dataset, seed),
         cfg.SOLVER.IMS_PER_BATCH // world_size,
-        buckets=buckets,
+        buckets=aspect_ratio_buckets(dataset) if aspect_ratio_grouping else None,
     )
-    dataset = SeededMapDataset(
-        DatasetFromList(dataset_dicts, copy=False),
-        mapper if mapper is not None else LesionDatasetMapper(cfg, True),
+    mapped = SeededMapDataset(
+        DatasetFromList(dataset, copy=False),
+        mapper if mapper is not None else CTLesionDatasetMapper(cfg, True),
         seed,
     )
-    loader = ResumableTrainLoader(
-        dataset, batch_sampler, num_workers=cfg.DATALOADER.NUM_WORKERS, seed=seed
-    )
-    loader.dataset_dicts = dataset_dicts
+    loader = ResumableTrainLoader(mapped, batch_sampler, num_workers=num_workers, seed=seed)
+    loader.dataset_dicts = dataset
     return loader

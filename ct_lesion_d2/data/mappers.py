@@ -1,5 +1,5 @@
-"""Dataset mappers: lesion slices (``LesionDatasetMapper``) and the slice classifier
-(``ClassificationDatasetMapper``), both reading images with the project's checked reader."""
+"""Dataset mappers: lesion records and classification records, read from PNG/JPG, DICOM or
+NIfTI slices with the intensities the model expects (``INPUT.CT_INPUT_UNITS``)."""
 import copy
 import logging
 
@@ -10,7 +10,8 @@ from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
-from .io import DatasetFormatError, read_grey_image
+from .io import DatasetFormatError
+from .transforms import read_model_slice
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +47,9 @@ class ClassificationDatasetMapper:
     """Map a classification record to the input of ``CTMaskNetClassifier``.
 
     Every file (grey, RGB, RGBA, 8 or 16 bit) is read as one grey channel with
-    ``read_grey_image`` (colour becomes luminance, 16 bit is scaled by its range) and replicated
-    to the channels of ``INPUT.FORMAT``, the way the segmentation model sees grey CT slices.
+    ``read_grey_image`` (colour becomes luminance, 16 bit is scaled by its range), DICOM and
+    NIfTI slices in HU and windowed per ``INPUT.CT_WINDOW`` (``read_model_slice``), and
+    replicated to the channels of ``INPUT.FORMAT``, the way the segmentation model sees them.
     The record's ``crop`` box is applied when ``use_crop`` is set, then the augmentations
     (``ResizeShortestEdge``, and ``RandomFlip`` at train time per ``INPUT.RANDOM_FLIP``).
 
@@ -57,13 +59,15 @@ class ClassificationDatasetMapper:
     """
 
     @configurable
-    def __init__(self, is_train, *, augmentations, image_format="RGB", use_crop=False):
+    def __init__(self, is_train, *, augmentations, image_format="RGB", use_crop=False, cfg=None):
         """
         Args:
             is_train (bool): training (random augmentations) or inference.
             augmentations (list[Augmentation or Transform]): applied to the grey slice.
             image_format (str): ``"RGB"``, ``"BGR"`` (3 equal channels) or ``"L"`` (one).
             use_crop (bool): crop to the record's ``crop`` box (COVIDx-CT body crop) first.
+            cfg (CfgNode or None): gives ``INPUT.CT_WINDOW`` and ``INPUT.CT_INPUT_UNITS``
+                (None: the defaults, lung window and 8-bit input).
         """
         if image_format not in _CHANNELS:
             raise ValueError(f"image_format {image_format!r} not supported; use {list(_CHANNELS)}")
@@ -71,6 +75,7 @@ class ClassificationDatasetMapper:
         self.augmentations = T.AugmentationList(augmentations)
         self.image_format = image_format
         self.use_crop = use_crop
+        self.intensity_cfg = cfg if cfg is not None else _default_intensity_cfg()
         mode = "training" if is_train else "inference"
         logger.info(f"[ClassificationDatasetMapper] Augmentations used in {mode}: {augmentations}")
 
@@ -81,6 +86,7 @@ class ClassificationDatasetMapper:
             "augmentations": utils.build_augmentation(cfg, is_train),
             "image_format": cfg.INPUT.FORMAT,
             "use_crop": cfg.INPUT.CT_CLASSIFIER_CROP,
+            "cfg": cfg,
         }
 
     def __call__(self, dataset_dict):
@@ -92,7 +98,7 @@ class ClassificationDatasetMapper:
         Returns:
             dict: the model input (see the class docstring); ``dataset_dict`` is not modified.
         """
-        image = read_grey_image(dataset_dict["file_name"])
+        image = read_model_slice(dataset_dict["file_name"], self.intensity_cfg)
         result = {}
         if self.use_crop and dataset_dict.get("crop") is not None:
             image = crop_to_box(image, dataset_dict["crop"], dataset_dict["file_name"])
@@ -113,34 +119,43 @@ class ClassificationDatasetMapper:
         return result
 
 
-class LesionDatasetMapper(DatasetMapper):
-    """Detectron2's ``DatasetMapper`` reading slices with ``read_grey_image``.
+def _default_intensity_cfg():
+    from detectron2.config import get_cfg
 
-    Detectron2's ``read_image`` decodes a damaged PNG into a partly blank image without an
-    error (its EXIF lookup swallows the decoder's error) and clips 16-bit slices to 0-255;
-    here a bad file raises ``DatasetFormatError`` naming it, and a 16-bit slice is scaled by its
-    range. Grey slices give the same pixels as ``read_image``; colour ones become luminance,
-    replicated to the channels of ``INPUT.FORMAT``. Augmentations and annotations are handled
-    by ``DatasetMapper`` (no semantic segmentation, no precomputed proposals).
+    from ..config import add_ct_lesion_config
+
+    cfg = get_cfg()
+    add_ct_lesion_config(cfg)
+    return cfg
+
+
+class CTLesionDatasetMapper(DatasetMapper):
+    """Detectron2's ``DatasetMapper`` reading every slice with ``read_model_slice``.
+
+    PNG/JPG slices are read with ``read_grey_image``, DICOM and NIfTI slices in HU (windowed per
+    ``INPUT.CT_WINDOW`` for ``"uint8_windowed"`` models); the slice is replicated to the
+    channels of ``INPUT.FORMAT`` and mapped as Detectron2 maps an image (augmentations,
+    annotations). Grey 8-bit slices give the pixels of Detectron2's ``read_image``, which is not
+    used: it decodes a damaged PNG into a partly blank image without an error (its EXIF lookup
+    swallows the decoder's error) and clips 16-bit slices to 0-255, where a bad file here raises
+    ``DatasetFormatError`` naming it and a 16-bit slice is scaled by its range.
     """
+
+    def __init__(self, cfg, is_train=True):
+        super().__init__(cfg, is_train)
+        self.intensity_cfg = cfg
 
     def __call__(self, dataset_dict):
         dataset_dict = copy.deepcopy(dataset_dict)
-        grey = read_grey_image(dataset_dict["file_name"])
-        channels = _CHANNELS.get(self.image_format)
-        if channels is None:
-            raise ValueError(f"INPUT.FORMAT {self.image_format!r} not supported; use "
-                             f"{list(_CHANNELS)}")
-        image = np.repeat(grey[:, :, None], channels, axis=2)
+        grey = read_model_slice(dataset_dict["file_name"], self.intensity_cfg)
+        image = np.repeat(grey[:, :, None], _CHANNELS.get(self.image_format, 3), axis=2)
         utils.check_image_size(dataset_dict, image)
         aug_input = T.AugInput(image)
         transforms = self.augmentations(aug_input)
         image = aug_input.image
-        image_shape = image.shape[:2]
         dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
         if not self.is_train:
             dataset_dict.pop("annotations", None)
-            return dataset_dict
-        if "annotations" in dataset_dict:
-            self._transform_annotations(dataset_dict, transforms, image_shape)
+        elif "annotations" in dataset_dict:
+            self._transform_annotations(dataset_dict, transforms, image.shape[:2])
         return dataset_dict

@@ -1,10 +1,22 @@
 from .checkpoint import AtomicDetectionCheckpointer, IncompleteCheckpointError
-from .trainer import CTLesionTrainer, NonFiniteLossError, resolve_device
+from .predictor import CTLesionPredictor, SlicePrediction, build_predict_config
+from .trainer import (
+    CTLesionTrainer,
+    NonFiniteLossError,
+    is_classifier,
+    match_num_classes,
+    resolve_device,
+)
 
 __all__ = [
     "AtomicDetectionCheckpointer",
+    "CTLesionPredictor",
     "CTLesionTrainer",
     "IncompleteCheckpointError",
     "NonFiniteLossError",
+    "SlicePrediction",
+    "build_predict_config",
+    "is_classifier",
+    "match_num_classes",
     "resolve_device",
 ]

@@ -5,13 +5,19 @@ import math
 import os
 
 import torch
-from detectron2.data import MetadataCatalog, build_detection_test_loader
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import (
+    MetadataCatalog,
+    build_detection_test_loader,
+    get_detection_dataset_dicts,
+)
 from detectron2.engine import DefaultTrainer, hooks
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 
 from ..data.build import ResumableTrainLoader, build_resumable_train_loader
-from ..data.mappers import ClassificationDatasetMapper, LesionDatasetMapper
+from ..data.mappers import ClassificationDatasetMapper, CTLesionDatasetMapper
+from ..data.roi_batch_cache import compute_roi_batch_records
 from ..evaluation import CTClassificationEvaluator
 from ..solver import build_ct_optimizer
 from .checkpoint import AtomicDetectionCheckpointer
@@ -84,13 +90,41 @@ def is_classifier(cfg):
     return cfg.MODEL.META_ARCHITECTURE in CLASSIFIER_META_ARCHITECTURES
 
 
+def match_num_classes(cfg):
+    """Make a classifier's ``MODEL.CT_CLASSIFIER.NUM_CLASSES`` follow its datasets' classes.
+
+    The classes are the ``thing_classes`` metadata of ``DATASETS.TRAIN`` (registered without
+    loading the data). Modifies ``cfg`` (unfrozen) in place; segmenters are left unchanged.
+
+    Raises:
+        ValueError: the training datasets disagree on their classes.
+    """
+    if not is_classifier(cfg):
+        return cfg
+    names = {tuple(MetadataCatalog.get(d).get("thing_classes", ())) for d in cfg.DATASETS.TRAIN}
+    names.discard(())
+    if len(names) > 1:
+        raise ValueError(f"DATASETS.TRAIN {cfg.DATASETS.TRAIN} have different classes: {names}")
+    if names:
+        classes = names.pop()
+        if len(classes) != cfg.MODEL.CT_CLASSIFIER.NUM_CLASSES:
+            logger.warning(
+                "MODEL.CT_CLASSIFIER.NUM_CLASSES=%d but %s has %d classes %s: using %d",
+                cfg.MODEL.CT_CLASSIFIER.NUM_CLASSES, cfg.DATASETS.TRAIN[0], len(classes),
+                list(classes), len(classes),
+            )
+            cfg.MODEL.CT_CLASSIFIER.NUM_CLASSES = len(classes)
+    return cfg
+
+
 class CTLesionTrainer(DefaultTrainer):
     """``DefaultTrainer`` for both model kinds.
 
-    Lesion segmenters get ``LesionDatasetMapper`` and ``COCOEvaluator`` (bbox, segm) in its
-    pure-Python mode, which needs no compiled Detectron2 op; classifiers get
-    ``ClassificationDatasetMapper`` and ``CTClassificationEvaluator``. Adam is available
-    through ``SOLVER.CT_OPTIMIZER``.
+    Lesion segmenters get ``CTLesionDatasetMapper`` (Detectron2's mapper reading PNG/JPG with
+    the project's checked reader, and DICOM and NIfTI slices windowed per ``INPUT.CT_WINDOW``)
+    and ``COCOEvaluator`` (bbox, segm) in its pure-Python mode, which needs no compiled
+    Detectron2 op; classifiers get ``ClassificationDatasetMapper`` and
+    ``CTClassificationEvaluator``. Adam is available through ``SOLVER.CT_OPTIMIZER``.
 
     Faults: checkpoints are written atomically and ``resume_or_load(resume=True)`` resumes from
     the newest complete one (``AtomicDetectionCheckpointer``); the batches, augmentations and
@@ -194,18 +228,53 @@ class CTLesionTrainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        mapper = (ClassificationDatasetMapper if is_classifier(cfg) else LesionDatasetMapper)(
-            cfg, True
+        if is_classifier(cfg) and cfg.MODEL.CT_CLASSIFIER.CACHE_ROI_BATCHES:
+            return cls.build_cached_roi_batch_loader(cfg)
+        mapper_class = ClassificationDatasetMapper if is_classifier(cfg) else CTLesionDatasetMapper
+        return build_resumable_train_loader(cfg, mapper=mapper_class(cfg, True))
+
+    @classmethod
+    def build_cached_roi_batch_loader(cls, cfg):
+        """Training loader of precomputed ranked RoI batches (``CACHE_ROI_BATCHES``).
+
+        The batches come from a classifier built from ``cfg`` (its detector loaded from
+        ``SEGMENTATION_WEIGHTS``, then ``MODEL.WEIGHTS`` if set: the detector the trained model
+        has, since it is frozen) on the inference mapper's input of each training image.
+        """
+        ct = cfg.MODEL.CT_CLASSIFIER
+        if ct.TRAIN_BN_AFFINE:
+            raise ValueError(
+                "MODEL.CT_CLASSIFIER.CACHE_ROI_BATCHES needs MODEL.CT_CLASSIFIER.TRAIN_BN_AFFINE "
+                "False: while the backbone BatchNorm parameters train, the RoI batches change"
+            )
+        if cfg.INPUT.RANDOM_FLIP != "none":
+            logger.warning(
+                "CACHE_ROI_BATCHES: the RoI batches are computed once without augmentation, "
+                "so INPUT.RANDOM_FLIP=%s is not applied",
+                cfg.INPUT.RANDOM_FLIP,
+            )
+        model = cls.build_model(cfg)
+        if cfg.MODEL.WEIGHTS:
+            DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+        dataset_dicts = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=False)
+        records = compute_roi_batch_records(
+            model, dataset_dicts, ClassificationDatasetMapper(cfg, False), cfg.SOLVER.IMS_PER_BATCH
         )
-        return build_resumable_train_loader(cfg, mapper=mapper)
+        del model
+        return build_resumable_train_loader(
+            cfg, mapper=_unchanged, dataset=records, aspect_ratio_grouping=False, num_workers=0
+        )
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        mapper = (ClassificationDatasetMapper if is_classifier(cfg) else LesionDatasetMapper)(
-            cfg, False
-        )
-        return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
+        mapper_class = ClassificationDatasetMapper if is_classifier(cfg) else CTLesionDatasetMapper
+        return build_detection_test_loader(cfg, dataset_name, mapper=mapper_class(cfg, False))
 
     @classmethod
     def build_optimizer(cls, cfg, model):
         return build_ct_optimizer(cfg, model)
+
+
+def _unchanged(record):
+    """Identity mapper of the cached RoI-batch records (already model inputs)."""
+    return record

@@ -17,7 +17,7 @@ from torch.nn import functional as F
 from .roi_batch import ROW_FEATURES, build_roi_batch
 from .segmentation_weights import load_segmentation_weights
 
-__all__ = ["CTMaskNetClassifier", "build_s_module"]
+__all__ = ["CTMaskNetClassifier", "build_s_module", "ranked_roi_batches"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,45 @@ def build_s_module(batch_detections, hidden_dim, num_classes):
     )
 
 
+def ranked_roi_batches(roi_heads, features, proposals, sigmoid_scores=False, **batch_options):
+    """The ranked RoI batch of each image, from the RoI box branch of a Mask R-CNN.
+
+    Used by the classifier, and by the predictor to show the batch a segmentation model would
+    hand to module S.
+
+    Args:
+        roi_heads (StandardROIHeads): gives the box pooler, head and predictor.
+        features (dict[str, Tensor]): backbone features.
+        proposals (list[Instances]): RPN proposals, one per image.
+        sigmoid_scores (bool): sigmoid of the class logit as confidence instead of softmax.
+        **batch_options: ``build_roi_batch`` options (batch_size, score_thresh, nms_thresh,
+            remove_empty_boxes, row_features).
+
+    Returns:
+        list[RoIBatch]: rows (B, 5), boxes (B, 4), scores (B,) per image.
+    """
+    box_features = roi_heads.box_pooler(
+        [features[f] for f in roi_heads.box_in_features], [p.proposal_boxes for p in proposals]
+    )
+    predictions = roi_heads.box_predictor(roi_heads.box_head(box_features))
+    logits, deltas = predictions
+    num_fg = logits.shape[1] - 1
+    if sigmoid_scores:
+        scores = torch.sigmoid(logits[:, :num_fg])
+    else:
+        scores = F.softmax(logits, dim=1)[:, :num_fg]
+    boxes = torch.cat(roi_heads.box_predictor.predict_boxes(predictions, proposals))
+    # class-agnostic regression: the same box for every class
+    boxes, deltas = (t.reshape(len(t), -1, 4).expand(-1, num_fg, 4) for t in (boxes, deltas))
+    sizes = [len(p) for p in proposals]
+    return [
+        build_roi_batch(s, b, d, p.image_size, **batch_options)
+        for s, b, d, p in zip(
+            scores.split(sizes), boxes.split(sizes), deltas.split(sizes), proposals
+        )
+    ]
+
+
 @META_ARCH_REGISTRY.register()
 class CTMaskNetClassifier(GeneralizedRCNN):
     """COVID-CT-Mask-Net image classifier: a frozen Mask R-CNN detector (no mask branch) + S.
@@ -50,8 +89,9 @@ class CTMaskNetClassifier(GeneralizedRCNN):
     (int: 0 Control, 1 Common Pneumonia, 2 COVID-19). Training returns
     ``{"loss_cls_image"}``; inference returns per image ``class_logits``, ``class_probs``
     (sigmoid), ``pred_class`` (argmax), ``roi_boxes`` (``Boxes``, B ranked rows, rescaled to
-    the input's ``height``/``width``) and ``roi_scores`` (B,). An image on which no detection
-    survives (no proposal with a non-empty box) is classified from a batch of B zero rows.
+    the input's ``height``/``width``), ``roi_scores`` (B,) and ``roi_num_detections`` (distinct
+    detections before replication). An image on which no detection survives (no proposal with
+    a non-empty box) is classified from a batch of B zero rows.
     """
 
     @configurable
@@ -152,50 +192,46 @@ class CTMaskNetClassifier(GeneralizedRCNN):
         Args:
             batched_inputs (list[dict]): ``"image"`` (C, H, W); ``"class_id"`` (int) for
                 training; optional ``"height"``, ``"width"`` for the output ``roi_boxes``.
+                Inputs may instead carry precomputed ``"roi_rows"`` (B, 5) (see
+                :func:`ct_lesion_d2.data.roi_batch_cache.compute_roi_batch_records`): the
+                detector is then skipped and only module S runs.
 
         Returns:
-            dict[str, Tensor] in training (``loss_cls_image``), else list[dict] (see class).
+            dict[str, Tensor] in training (``loss_cls_image``), else list[dict] (see class;
+            only the class outputs for precomputed rows).
+        """
+        if "roi_rows" in batched_inputs[0]:
+            rows = torch.stack([x["roi_rows"] for x in batched_inputs]).to(self.device)
+            logits = self.classifier(rows.flatten(1))
+            if self.training:
+                return {"loss_cls_image": self.losses(logits, batched_inputs)}
+            return [self._class_outputs(logit) for logit in logits]
+        batches, image_sizes = self.detect_roi_batches(batched_inputs)
+        logits = self.classifier(torch.stack([b.rows for b in batches]).flatten(1))
+        if self.training:
+            return {"loss_cls_image": self.losses(logits, batched_inputs)}
+        return self._outputs(logits, batches, batched_inputs, image_sizes)
+
+    def detect_roi_batches(self, batched_inputs):
+        """Run the detector and rank the RoI batch of each image.
+
+        Args:
+            batched_inputs (list[dict]): as in :meth:`forward`, with ``"image"``.
+
+        Returns:
+            tuple[list[RoIBatch], list[tuple[int, int]]]: the batches and the (resized) image
+            sizes the detector saw.
         """
         images = self.preprocess_image(batched_inputs)
         features = self.backbone(images.tensor)
         proposals, _ = self.proposal_generator(images, features, None)
-        batches = self.roi_batches(features, proposals)
-        logits = self.classifier(torch.stack([b.rows for b in batches]).flatten(1))
-        if self.training:
-            return {"loss_cls_image": self.losses(logits, batched_inputs)}
-        return self._outputs(logits, batches, batched_inputs, images.image_sizes)
+        return self.roi_batches(features, proposals), images.image_sizes
 
     def roi_batches(self, features, proposals):
-        """The ranked RoI batch of each image (see :func:`build_roi_batch`).
-
-        Args:
-            features (dict[str, Tensor]): backbone features.
-            proposals (list[Instances]): RPN proposals, one per image.
-
-        Returns:
-            list[RoIBatch]: rows (B, 5), boxes (B, 4), scores (B,) per image.
-        """
-        heads = self.roi_heads
-        box_features = heads.box_pooler(
-            [features[f] for f in heads.box_in_features], [p.proposal_boxes for p in proposals]
+        """The ranked RoI batch of each image (see :func:`ranked_roi_batches`)."""
+        return ranked_roi_batches(
+            self.roi_heads, features, proposals, self.sigmoid_scores, **self.batch_options
         )
-        predictions = heads.box_predictor(heads.box_head(box_features))
-        logits, deltas = predictions
-        num_fg = logits.shape[1] - 1
-        if self.sigmoid_scores:
-            scores = torch.sigmoid(logits[:, :num_fg])
-        else:
-            scores = F.softmax(logits, dim=1)[:, :num_fg]
-        boxes = torch.cat(heads.box_predictor.predict_boxes(predictions, proposals))
-        # class-agnostic regression: the same box for every class
-        boxes, deltas = (t.reshape(len(t), -1, 4).expand(-1, num_fg, 4) for t in (boxes, deltas))
-        sizes = [len(p) for p in proposals]
-        return [
-            build_roi_batch(s, b, d, p.image_size, **self.batch_options)
-            for s, b, d, p in zip(
-                scores.split(sizes), boxes.split(sizes), deltas.split(sizes), proposals
-            )
-        ]
 
     def losses(self, logits, batched_inputs):
         """Sigmoid binary cross-entropy of the image logits against the one-hot class."""
@@ -215,11 +251,19 @@ class CTMaskNetClassifier(GeneralizedRCNN):
             )
             results.append(
                 {
-                    "class_logits": logit,
-                    "class_probs": torch.sigmoid(logit),
-                    "pred_class": logit.argmax(),
+                    **self._class_outputs(logit),
                     "roi_boxes": roi_boxes,
                     "roi_scores": batch.scores,
+                    "roi_num_detections": batch.num_detections,
                 }
             )
         return results
+
+    @staticmethod
+    def _class_outputs(logit):
+        """The class part of an inference dict, from one image's logits."""
+        return {
+            "class_logits": logit,
+            "class_probs": torch.sigmoid(logit),
+            "pred_class": logit.argmax(),
+        }

@@ -1,0 +1,290 @@
+"""Batched slice predictor: lesions, raw mask logits, the ranked RoI batch and class scores.
+
+``DefaultPredictor`` runs one image and keeps only the post-processed instances. The paper's
+analysis (SPEC 5) also needs the mask logits before the sigmoid, the ranked batch of B RoIs
+and the classifier's class scores, so :class:`CTLesionPredictor` drives the models directly,
+with ``DefaultPredictor``'s steps: build, load ``MODEL.WEIGHTS``, resize with
+``INPUT.{MIN,MAX}_SIZE_TEST``, eval mode, no gradients.
+"""
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import transforms as T
+from detectron2.modeling import build_model
+from detectron2.modeling.postprocessing import detector_postprocess
+from detectron2.structures import Boxes, Instances
+from tqdm import tqdm
+
+from ..data.transforms import apply_ct_window, to_model_intensities, window_from_config
+from ..modeling.meta_arch import ranked_roi_batches
+
+__all__ = ["CTLesionPredictor", "SlicePrediction", "build_predict_config"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SlicePrediction:
+    """What the models say about one slice, on the CPU, in the slice's own pixel frame.
+
+    Attributes:
+        instances (Instances): ``pred_boxes``, ``scores``, ``pred_classes``, ``pred_masks``
+            (bool, H x W) and ``pred_mask_logits`` (float, 28 x 28 logits of the predicted
+            class, before the sigmoid) of the lesions above the confidence threshold.
+        roi_boxes (Tensor): (B, 4) XYXY boxes of the ranked RoI batch.
+        roi_scores (Tensor): (B,) their confidences, non-increasing.
+        roi_num_detections (int): distinct RoIs in the batch before replication.
+        roi_source (str): "classifier" (the batch module S saw) or "segmenter" (the same
+            ranking computed on the segmentation model, when no classifier is given).
+        class_probs (Tensor or None): (K,) sigmoid class scores of the classifier.
+    """
+
+    instances: Instances
+    roi_boxes: torch.Tensor
+    roi_scores: torch.Tensor
+    roi_num_detections: int
+    roi_source: str
+    class_probs: Optional[torch.Tensor] = None
+
+
+def _load(cfg):
+    model = build_model(cfg)
+    model.eval()
+    if not cfg.MODEL.WEIGHTS:
+        raise ValueError(
+            f"{cfg.MODEL.META_ARCHITECTURE}: MODEL.WEIGHTS is empty; give a trained checkpoint"
+        )
+    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    return model
+
+
+class CTLesionPredictor:
+    """Lesion segmenter, optionally with a COVID-CT-Mask-Net classifier, on batches of slices.
+
+    Each model gets the slice in the intensities its config expects
+    (``to_model_intensities``: HU windowed per ``INPUT.CT_WINDOW`` for ``"uint8_windowed"``
+    models), as a 3-channel image resized per ``INPUT.{MIN,MAX}_SIZE_TEST``.
+
+    Example::
+
+        predictor = CTLesionPredictor(cfg)
+        scan = read_scan("series_folder/")
+        predictions = predictor(scan.pixels[:4], scan.is_hu)
+    """
+
+    def __init__(self, cfg, classifier_cfg=None, models=None):
+        """
+        Args:
+            cfg (CfgNode): segmentation config with ``MODEL.WEIGHTS`` (``MODEL.MASK_ON``).
+            classifier_cfg (CfgNode or None): ``CTMaskNetClassifier`` config with weights.
+            models (tuple or None): already built (segmenter, classifier) in eval mode, used
+                instead of loading ``MODEL.WEIGHTS`` (tests and notebooks).
+        """
+        if not cfg.MODEL.MASK_ON:
+            raise ValueError("the segmentation config must have MODEL.MASK_ON True")
+        self.cfg = cfg.clone()
+        self.classifier_cfg = classifier_cfg.clone() if classifier_cfg is not None else None
+        if models is None:
+            segmenter = _load(self.cfg)
+            classifier = _load(self.classifier_cfg) if self.classifier_cfg is not None else None
+        else:
+            segmenter, classifier = models
+        self.model, self.classifier = segmenter, classifier
+        self.window = window_from_config(self.cfg)
+        self.classifier_window = window_from_config(classifier_cfg) if classifier_cfg else None
+        self._logits = []
+        self.model.roi_heads.mask_head.predictor.register_forward_hook(
+            lambda module, inputs, output: self._logits.append(output.detach())
+        )
+        ct = self.cfg.MODEL.CT_CLASSIFIER
+        self.roi_options = {
+            "sigmoid_scores": ct.SIGMOID_SCORES,
+            "batch_size": ct.BATCH_DETECTIONS,
+            "score_thresh": ct.ROI_SCORE_THRESH,
+            "nms_thresh": ct.ROI_NMS_THRESH,
+            "remove_empty_boxes": ct.REMOVE_EMPTY_BOXES,
+            "row_features": ct.ROW_FEATURES,
+        }
+
+    @property
+    def class_names(self):
+        """list[str] or None: the classifier's image classes."""
+        if self.classifier is None:
+            return None
+        names = ["Control", "Common Pneumonia", "COVID-19"]
+        return (
+            names
+            if self.classifier.num_classes == 3
+            else [f"class {i}" for i in range(self.classifier.num_classes)]
+        )
+
+    def display_image(self, pixels, is_hu):
+        """The slice as 8-bit grey for drawing: the segmenter's window applied to HU."""
+        level, width, _ = self.window
+        if is_hu:
+            return apply_ct_window(pixels, level, width)
+        return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+
+    def _inputs(self, slices, is_hu, window, cfg, names):
+        level, width, units = window
+        resize = T.ResizeShortestEdge(
+            [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
+        )
+        inputs = []
+        for pixels, name in zip(slices, names):
+            grey = to_model_intensities(pixels, is_hu, level, width, units, name)
+            image = np.repeat(grey[:, :, None], 3, axis=2)
+            height, width_px = image.shape[:2]
+            image = resize.get_transform(image).apply_image(image)
+            tensor = torch.as_tensor(
+                np.ascontiguousarray(image.transpose(2, 0, 1)).astype("float32")
+            )
+            inputs.append({"image": tensor, "height": height, "width": width_px})
+        return inputs
+
+    @torch.no_grad()
+    def __call__(self, slices, is_hu, names=None):
+        """Predict a batch of slices.
+
+        Args:
+            slices (Sequence[np.ndarray]): (H, W) slices, HU when ``is_hu`` else 0-255 grey.
+            is_hu (bool): see :class:`ct_lesion_d2.data.scans.Scan`.
+            names (Sequence[str] or None): named in errors.
+
+        Returns:
+            list[SlicePrediction]
+        """
+        names = list(names) if names is not None else [f"slice {i}" for i in range(len(slices))]
+        inputs = self._inputs(slices, is_hu, self.window, self.cfg, names)
+        instances, batches = self._segment(inputs)
+        if self.classifier is None:
+            return [
+                SlicePrediction(inst, *batch, "segmenter")
+                for inst, batch in zip(instances, batches)
+            ]
+        inputs = self._inputs(slices, is_hu, self.classifier_window, self.classifier_cfg, names)
+        return [
+            SlicePrediction(
+                instances=inst,
+                roi_boxes=output["roi_boxes"].tensor.cpu(),
+                roi_scores=output["roi_scores"].cpu(),
+                roi_num_detections=int(output["roi_num_detections"]),
+                roi_source="classifier",
+                class_probs=output["class_probs"].cpu(),
+            )
+            for inst, output in zip(instances, self.classifier(inputs))
+        ]
+
+    def predict_scan(self, scan, batch_size=4, progress=True):
+        """Predict every slice of a scan, ``batch_size`` slices per forward pass.
+
+        Args:
+            scan (Scan): from ``ct_lesion_d2.data.scans``.
+            batch_size (int): slices per batch.
+            progress (bool): show a tqdm progress bar over the slices.
+
+        Returns:
+            list[SlicePrediction]: one per slice, in scan order.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1; got {batch_size}")
+        results = []
+        with tqdm(
+            total=scan.num_slices,
+            desc=os.path.basename(scan.source.rstrip("/")),
+            unit="slice",
+            disable=not progress,
+        ) as bar:
+            for start in range(0, scan.num_slices, batch_size):
+                stop = min(start + batch_size, scan.num_slices)
+                results += self(scan.pixels[start:stop], scan.is_hu, scan.slice_names[start:stop])
+                bar.update(stop - start)
+        return results
+
+    def _segment(self, inputs):
+        """``GeneralizedRCNN.inference``, keeping the mask logits of each instance and, when
+        there is no classifier, the ranked RoI batch of the segmenter.
+
+        Returns:
+            tuple: post-processed ``Instances`` per slice (CPU), and per slice either None or
+            (roi_boxes (B, 4) in the slice's frame, roi_scores (B,), num_detections).
+        """
+        model = self.model
+        self._logits.clear()
+        images = model.preprocess_image(inputs)
+        features = model.backbone(images.tensor)
+        proposals, _ = model.proposal_generator(images, features, None)
+        raw, _ = model.roi_heads(images, features, proposals, None)
+        logits = torch.cat(self._logits) if self._logits else None
+        self._logits.clear()
+        batches = [None] * len(inputs)
+        if self.classifier is None:
+            batches = [
+                _rescaled(batch, size, x)
+                for batch, size, x in zip(
+                    ranked_roi_batches(model.roi_heads, features, proposals, **self.roi_options),
+                    images.image_sizes,
+                    inputs,
+                )
+            ]
+        start, instances = 0, []
+        for inst, x in zip(raw, inputs):
+            n = len(inst)
+            chosen = logits[start : start + n] if logits is not None else None
+            if chosen is not None and n:
+                channel = inst.pred_classes if chosen.shape[1] > 1 else inst.pred_classes * 0
+                inst.pred_mask_logits = chosen[torch.arange(n, device=chosen.device), channel]
+            else:
+                inst.pred_mask_logits = images.tensor.new_zeros((n, 28, 28))
+            start += n
+            instances.append(detector_postprocess(inst, x["height"], x["width"]).to("cpu"))
+        return instances, batches
+
+
+def _rescaled(batch, image_size, x):
+    """(boxes, scores, num_detections) of a RoIBatch, boxes rescaled to the input's size."""
+    boxes = Boxes(batch.boxes.detach().clone())
+    boxes.scale(x["width"] / image_size[1], x["height"] / image_size[0])
+    return boxes.tensor.cpu(), batch.scores.detach().cpu(), int(batch.num_detections)
+
+
+def build_predict_config(
+    config_file, weights=None, opts=(), device=None, confidence_threshold=None
+):
+    """A frozen inference config: project keys, the file, ``opts``, weights, device, threshold.
+
+    Args:
+        config_file (str): YAML of a segmentation or classifier model.
+        weights (str or None): checkpoint, overriding ``MODEL.WEIGHTS``.
+        opts (Sequence[str]): KEY VALUE overrides.
+        device (str or None): "cpu", "cuda", "cuda:1" ...; None keeps ``MODEL.DEVICE``. CUDA
+            falls back to the CPU with a warning where it is absent (``resolve_device``).
+        confidence_threshold (float or None): ``MODEL.ROI_HEADS.SCORE_THRESH_TEST``.
+
+    Returns:
+        CfgNode
+    """
+    from detectron2.config import get_cfg
+
+    from ..config import add_ct_lesion_config
+    from .trainer import resolve_device
+
+    cfg = get_cfg()
+    add_ct_lesion_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    if weights:
+        cfg.MODEL.WEIGHTS = weights
+    if device:
+        cfg.MODEL.DEVICE = device
+    if confidence_threshold is not None:
+        cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = float(confidence_threshold)
+    resolve_device(cfg)
+    cfg.freeze()
+    return cfg

@@ -1,0 +1,249 @@
+"""The paper's analysis figures (SPEC 5, Figures 2 and 3), one slice at a time.
+
+- :func:`draw_analysis_panel`: the slice with the predicted lesions (Detectron2
+  ``Visualizer``: boxes, masks, class, confidence), the combined raw mask score map, the ground
+  truth when known, and the classifier's class scores.
+- :func:`draw_roi_statistics`: histogram of the RoI confidences and scatter of RoI box area
+  against confidence, for the top 16 RoIs and for the whole ranked batch.
+
+Figures are drawn with matplotlib's object API on an Agg canvas (no pyplot state) and returned
+as RGB uint8 arrays.
+"""
+
+import os
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from torch.nn import functional as F
+
+from .overlay import draw_ground_truth, draw_predictions
+
+__all__ = [
+    "combined_mask_logits",
+    "draw_analysis_panel",
+    "draw_roi_statistics",
+    "figure_to_array",
+    "lesion_metadata",
+    "save_slice_figures",
+]
+
+# RoIs shown in the "top" half of the RoI statistics (the paper's 16).
+TOP_ROIS = 16
+
+
+def combined_mask_logits(mask_logits, boxes, image_size):
+    """Paste each RoI's raw mask logits into its box and keep the largest value per pixel.
+
+    The 28 x 28 logits (before the sigmoid) are resampled bilinearly over the box, with the
+    pixel-centre convention of Detectron2's ``paste_masks_in_image``; pixels in no box are NaN.
+
+    Args:
+        mask_logits (Tensor): (N, M, M) logits of the predicted class of each RoI.
+        boxes (Tensor): (N, 4) XYXY boxes in the image.
+        image_size (tuple[int, int]): (height, width).
+
+    Returns:
+        np.ndarray: (height, width) float32.
+    """
+    height, width = image_size
+    combined = torch.full((height, width), float("nan"))
+    for logits, box in zip(mask_logits.float().cpu(), boxes.float().cpu()):
+        x0, y0, x1, y1 = box.tolist()
+        if x1 <= x0 or y1 <= y0:
+            continue
+        xs = torch.arange(max(0, int(np.floor(x0))), min(width, int(np.ceil(x1)))) + 0.5
+        ys = torch.arange(max(0, int(np.floor(y0))), min(height, int(np.ceil(y1)))) + 0.5
+        xs, ys = xs[(xs >= x0) & (xs <= x1)], ys[(ys >= y0) & (ys <= y1)]
+        if not len(xs) or not len(ys):
+            continue
+        gx = (xs - x0) / (x1 - x0) * 2 - 1
+        gy = (ys - y0) / (y1 - y0) * 2 - 1
+        grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1)[None]
+        pasted = F.grid_sample(
+            logits[None, None], grid, align_corners=False, padding_mode="border"
+        )[0, 0]
+        rows = slice(int(ys[0] - 0.5), int(ys[-1] - 0.5) + 1)
+        cols = slice(int(xs[0] - 0.5), int(xs[-1] - 0.5) + 1)
+        combined[rows, cols] = torch.fmax(combined[rows, cols], pasted)
+    return combined.numpy()
+
+
+def figure_to_array(fig):
+    """RGB uint8 array of a matplotlib ``Figure`` drawn on an Agg canvas."""
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def _show(ax, image, title):
+    ax.imshow(image)
+    ax.set_title(title, fontsize=10)
+    ax.set_axis_off()
+
+
+def _message(ax, title, text):
+    ax.set_title(title, fontsize=10)
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, fontsize=9, transform=ax.transAxes)
+    ax.set_axis_off()
+
+
+def draw_analysis_panel(
+    grey, prediction, metadata, class_names=None, record=None, score_threshold=0.0, title=None
+):
+    """One slice as in the paper's Figure 2: overlay, raw mask score map, ground truth, classes.
+
+    Args:
+        grey (np.ndarray): (H, W) uint8 slice as displayed (windowed).
+        prediction (SlicePrediction): from :class:`ct_lesion_d2.engine.CTLesionPredictor`.
+        metadata (Metadata): gives ``thing_classes`` for the Visualizer.
+        class_names (list[str] or None): the classifier's classes.
+        record (dict or None): Detectron2 dataset dict of the slice; None = ground truth unknown.
+        score_threshold (float): lesions scoring below it are not drawn.
+        title (str or None): figure title.
+
+    Returns:
+        np.ndarray: RGB uint8 image of the panel.
+    """
+    rgb = np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
+    instances = prediction.instances
+    # the placeholder columns (no ground truth, no classifier) are narrower
+    ratios = [
+        1,
+        1.25,
+        1 if record is not None else 0.5,
+        0.9 if prediction.class_probs is not None else 0.5,
+    ]
+    fig = Figure(figsize=(4 * sum(ratios), 4.6), dpi=120)
+    axes = fig.subplots(1, 4, gridspec_kw={"width_ratios": ratios})
+    _show(
+        axes[0],
+        draw_predictions(rgb, instances, metadata, score_threshold),
+        f"prediction ({len(instances)} lesions)",
+    )
+
+    logits = combined_mask_logits(
+        instances.pred_mask_logits, instances.pred_boxes.tensor, grey.shape
+    )
+    axes[1].imshow(grey, cmap="gray", vmin=0, vmax=255)
+    if np.isfinite(logits).any():
+        limit = float(np.nanmax(np.abs(logits))) or 1.0
+        im = axes[1].imshow(logits, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=0.75)
+        fig.colorbar(im, ax=axes[1], fraction=0.046, pad=0.02, label="mask logit")
+    empty = "" if np.isfinite(logits).any() else "\nno detection above the threshold"
+    axes[1].set_title(f"raw mask score map (logits, max over RoIs){empty}", fontsize=10)
+    axes[1].set_axis_off()
+
+    if record is not None:
+        _show(
+            axes[2],
+            draw_ground_truth(rgb, record, metadata),
+            f"ground truth ({len(record.get('annotations', []))} lesions)",
+        )
+    else:
+        _message(axes[2], "ground truth", "not known for this slice")
+
+    if prediction.class_probs is not None:
+        probs = prediction.class_probs.float().numpy()
+        names = class_names or [f"class {i}" for i in range(len(probs))]
+        colours = ["#bbbbbb"] * len(probs)
+        colours[int(probs.argmax())] = "#d62728"
+        axes[3].barh(range(len(probs)), probs, color=colours)
+        axes[3].set_yticks(range(len(probs)))
+        axes[3].set_yticklabels(names, fontsize=9)
+        axes[3].invert_yaxis()
+        axes[3].set_xlim(0, 1)
+        axes[3].set_xlabel("class score (sigmoid)")
+        for i, p in enumerate(probs):
+            axes[3].text(min(p + 0.02, 0.8), i, f"{p:.3f}", va="center", fontsize=9)
+        axes[3].set_title("classifier", fontsize=10)
+    else:
+        _message(axes[3], "classifier", "no classifier given:\nclass scores not computed")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return figure_to_array(fig)
+
+
+def draw_roi_statistics(prediction, top=TOP_ROIS, title=None):
+    """Histogram of RoI confidence and scatter of RoI area against confidence, for the top
+    ``top`` RoIs and for the whole ranked batch (the paper's Figure 3).
+
+    Args:
+        prediction (SlicePrediction): gives ``roi_scores``, ``roi_boxes``, ``roi_source``.
+        top (int): RoIs in the left column.
+        title (str or None): figure title.
+
+    Returns:
+        np.ndarray: RGB uint8 image.
+    """
+    scores = prediction.roi_scores.float().numpy()
+    boxes = prediction.roi_boxes.float().numpy()
+    areas = (boxes[:, 2] - boxes[:, 0]).clip(min=0) * (boxes[:, 3] - boxes[:, 1]).clip(min=0)
+    fig = Figure(figsize=(10, 7), dpi=100)
+    axes = fig.subplots(2, 2)
+    for col, count in enumerate((min(top, len(scores)), len(scores))):
+        label = f"top {count}" if col == 0 else f"whole batch ({count})"
+        axes[0, col].hist(scores[:count], bins=np.linspace(0, 1, 21), color="#1f77b4")
+        axes[0, col].set_xlim(0, 1)
+        axes[0, col].set_xlabel("RoI confidence")
+        axes[0, col].set_ylabel("RoIs")
+        axes[0, col].set_title(f"confidence, {label}", fontsize=10)
+        axes[1, col].scatter(scores[:count], areas[:count], s=12, alpha=0.7, color="#d62728")
+        axes[1, col].set_xlim(0, 1)
+        axes[1, col].set_xlabel("RoI confidence")
+        axes[1, col].set_ylabel("box area (pixels)")
+        axes[1, col].set_title(f"area vs confidence, {label}", fontsize=10)
+    source = (
+        f"ranked RoI batch of the {prediction.roi_source}: "
+        f"{prediction.roi_num_detections} distinct RoIs, {len(scores)} rows"
+    )
+    fig.suptitle(f"{title}\n{source}" if title else source, fontsize=10)
+    fig.tight_layout()
+    return figure_to_array(fig)
+
+
+def lesion_metadata(cfg, name="ct_lesion_predict"):
+    """``Visualizer`` metadata with the lesion class names of a segmentation config: those of
+    its first test dataset when registered and consistent, else "Lesion" (one class) or
+    "GGO", "Consolidation" (two)."""
+    from detectron2.data import MetadataCatalog
+
+    num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    names = None
+    if len(cfg.DATASETS.TEST):
+        names = MetadataCatalog.get(cfg.DATASETS.TEST[0]).get("thing_classes", None)
+    if not names or len(names) != num_classes:
+        names = ["Lesion"] if num_classes == 1 else ["GGO", "Consolidation"][:num_classes]
+    metadata = MetadataCatalog.get(name)
+    metadata.thing_classes = list(names)
+    return metadata
+
+
+def save_slice_figures(
+    folder, stem, grey, prediction, metadata, class_names=None, record=None, title=None
+):
+    """Draw and save the analysis panel and the RoI statistics of one slice.
+
+    Args:
+        folder (str): existing output folder.
+        stem (str): file name prefix; writes ``<stem>_panel.png`` and ``<stem>_rois.png``.
+        grey, prediction, metadata, class_names, record, title: see
+            :func:`draw_analysis_panel` and :func:`draw_roi_statistics`.
+
+    Returns:
+        dict[str, tuple[str, np.ndarray]]: "panel" and "rois" -> (path, RGB image).
+    """
+    from PIL import Image
+
+    images = {
+        "panel": draw_analysis_panel(grey, prediction, metadata, class_names, record, title=title),
+        "rois": draw_roi_statistics(prediction, title=title),
+    }
+    saved = {}
+    for key, image in images.items():
+        path = os.path.join(folder, f"{stem}_{key}.png")
+        Image.fromarray(image).save(path)
+        saved[key] = (path, image)
+    return saved

@@ -1,0 +1,264 @@
+#!/usr/bin/env python
+"""Predict COVID-19 lesions (and, with a classifier, the slice class) on patients' scans.
+
+Inputs: PNG/JPG slices or folders of them, DICOM files, DICOM series folders, NIfTI volumes.
+For each scan, writes under ``--output/<scan>/``: ``report.json`` (schema in docs/PREDICT.md),
+``report.html`` (self-contained) and ``panels/`` (per-slice analysis figures, PNG).
+
+    python tools/predict.py --config-file configs/mask_rcnn_R18_T1_FPN1_medseg100_cpu.yaml \\
+        --weights output/.../model_final.pth --input scans/patient1/ ct.nii.gz --output reports
+    python tools/predict.py ... --classifier-config configs/classifier_R18_T1_covidx.yaml \\
+        --classifier-weights output/classifier_R18_T1_covidx/model_final.pth
+"""
+
+import argparse
+import logging
+import os
+import re
+import shutil
+import sys
+
+from detectron2.utils.logger import setup_logger
+
+import ct_lesion_d2
+from ct_lesion_d2.analysis import AGGREGATION_RULES, build_scan_report, png_bytes, render_scan_html
+from ct_lesion_d2.data.io import DatasetFormatError, write_json_atomic
+from ct_lesion_d2.data.scans import (
+    IMAGE_EXTENSIONS,
+    NIFTI_EXTENSIONS,
+    folder_kind,
+    list_dicom_series,
+    read_dicom_series,
+    read_scan,
+)
+from ct_lesion_d2.engine import CTLesionPredictor, build_predict_config
+from ct_lesion_d2.visualization import lesion_metadata, save_slice_figures
+
+logger = logging.getLogger("ct_lesion_d2.predict")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config-file", required=True, metavar="FILE", help="segmentation config")
+    parser.add_argument("--weights", help="segmentation checkpoint (else MODEL.WEIGHTS)")
+    parser.add_argument(
+        "--input", nargs="+", required=True, help="files or folders; each one is a scan"
+    )
+    parser.add_argument("--output", required=True, help="folder for one sub-folder per scan")
+    parser.add_argument("--classifier-config", metavar="FILE", help="CTMaskNetClassifier config")
+    parser.add_argument(
+        "--classifier-weights", help="classifier checkpoint (else its MODEL.WEIGHTS)"
+    )
+    parser.add_argument(
+        "--confidence-threshold",
+        type=float,
+        default=0.5,
+        help="lowest lesion confidence reported (MODEL.ROI_HEADS.SCORE_THRESH_TEST)",
+    )
+    parser.add_argument(
+        "--aggregation",
+        choices=sorted(AGGREGATION_RULES),
+        default="mean",
+        help="scan-level class rule (needs a classifier)",
+    )
+    parser.add_argument("--device", help="cpu, cuda, cuda:N (default: the config's MODEL.DEVICE)")
+    parser.add_argument("--batch-size", type=int, default=4, help="slices per forward pass")
+    parser.add_argument("--series-uid", help="the series to read from a folder of several")
+    parser.add_argument(
+        "--all-series",
+        action="store_true",
+        help="read every series of a DICOM folder as its own scan",
+    )
+    parser.add_argument(
+        "--max-panels",
+        type=int,
+        default=50,
+        help="slices with figures per scan: all when the scan has no more, else "
+        "those with the largest lesion area",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace existing reports")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--opts",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="segmentation config overrides, KEY VALUE pairs",
+    )
+    return parser.parse_args(argv)
+
+
+def _scan_name(path):
+    """Output folder name of an input: its name without extension; a DICOM file's is prefixed
+    with its folder, since DICOM file names (IM0001, 0.dcm) rarely say much."""
+    name = os.path.basename(os.path.normpath(path))
+    lower = name.lower()
+    for ext in NIFTI_EXTENSIONS + IMAGE_EXTENSIONS:
+        if lower.endswith(ext):
+            return name[: -len(ext)]
+    if os.path.isfile(path):
+        parent = os.path.basename(os.path.dirname(os.path.abspath(path)))
+        return f"{parent}_{os.path.splitext(name)[0]}"
+    return name
+
+
+def _strip_extension(name):
+    for ext in IMAGE_EXTENSIONS + (".dcm",):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def _safe(name):
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "scan"
+
+
+def plan_scans(inputs, series_uid=None, all_series=False):
+    """(output name, reader) per scan. A DICOM folder of several series gives one scan per
+    series with ``all_series``; otherwise reading it refuses with the list of series.
+
+    Raises:
+        DatasetFormatError: an input that does not exist.
+    """
+    plan, used = [], set()
+    for path in inputs:
+        if not os.path.exists(path):
+            raise DatasetFormatError(path, "input not found")
+        readers = [(_scan_name(path), lambda p=path: read_scan(p, series_uid))]
+        if all_series and os.path.isdir(path) and folder_kind(path) == "dicom":
+            series = list_dicom_series(path)
+            if len(series) > 1:
+                readers = [
+                    (f"{_scan_name(path)}_series{i}", lambda p=path, u=uid: read_dicom_series(p, u))
+                    for i, uid in enumerate(sorted(series), start=1)
+                ]
+        for name, reader in readers:
+            name, k = _safe(name), 2
+            while name in used:
+                name = f"{_safe(readers[0][0])}_{k}"
+                k += 1
+            used.add(name)
+            plan.append((name, reader))
+    return plan
+
+
+def select_panels(report, max_panels):
+    """Indices of the slices that get figures: all, or those with the most lesion area."""
+    slices = report["slices"]
+    if len(slices) <= max_panels:
+        return list(range(len(slices)))
+    ranked = sorted(slices, key=lambda s: (-s["lesion_area_px"], -s["lesion_count"], s["index"]))
+    return sorted(s["index"] for s in ranked[: max(0, max_panels)])
+
+
+def write_scan_report(predictor, scan, folder, args, metadata, settings):
+    """Predict one scan and write its JSON, panels and HTML page into ``folder``."""
+    predictions = predictor.predict_scan(scan, args.batch_size, progress=not args.no_progress)
+    report = build_scan_report(
+        scan,
+        predictions,
+        thing_classes=metadata.thing_classes,
+        class_names=predictor.class_names,
+        rule=args.aggregation,
+        settings=settings,
+    )
+    panels = os.path.join(folder, "panels")
+    os.makedirs(panels, exist_ok=True)
+    figures = {}
+    for index in select_panels(report, args.max_panels):
+        name, entry = scan.slice_names[index], report["slices"][index]
+        grey = predictor.display_image(scan.pixels[index], scan.is_hu)
+        saved = save_slice_figures(
+            panels,
+            f"{index:04d}_{_safe(_strip_extension(name))}",
+            grey,
+            predictions[index],
+            metadata,
+            predictor.class_names,
+            title=f"slice {index}: {name}",
+        )
+        entry["panel"] = os.path.relpath(saved["panel"][0], folder)
+        entry["roi_figure"] = os.path.relpath(saved["rois"][0], folder)
+        figures[index] = [
+            ("analysis panel", png_bytes(saved["panel"][1])),
+            ("RoI statistics", png_bytes(saved["rois"][1])),
+        ]
+    write_json_atomic(report, os.path.join(folder, "report.json"), overwrite=True)
+    page = render_scan_html(report, figures)
+    tmp = os.path.join(folder, ".report.html.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(page)
+    os.replace(tmp, os.path.join(folder, "report.html"))
+    return report
+
+
+def _settings(args, cfg, classifier_cfg):
+    def model(c, config_file):
+        if c is None:
+            return None
+        return {
+            "config_file": config_file,
+            "weights": c.MODEL.WEIGHTS,
+            "meta_architecture": c.MODEL.META_ARCHITECTURE,
+            "input_units": c.INPUT.CT_INPUT_UNITS,
+            "window": {"level": c.INPUT.CT_WINDOW.LEVEL, "width": c.INPUT.CT_WINDOW.WIDTH},
+        }
+
+    return {
+        "ct_lesion_d2_version": ct_lesion_d2.__version__,
+        "segmenter": model(cfg, args.config_file),
+        "classifier": model(classifier_cfg, args.classifier_config),
+        "device": cfg.MODEL.DEVICE,
+        "confidence_threshold": cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
+        "mask_threshold": 0.5,
+        "roi_batch_size": (classifier_cfg or cfg).MODEL.CT_CLASSIFIER.BATCH_DETECTIONS,
+        "aggregation": args.aggregation,
+        "batch_size": args.batch_size,
+    }
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    setup_logger(name="ct_lesion_d2")
+    if args.classifier_weights and not args.classifier_config:
+        sys.exit("error: --classifier-weights needs --classifier-config")
+    try:
+        plan = plan_scans(args.input, args.series_uid, args.all_series)
+    except DatasetFormatError as e:
+        sys.exit(f"error: {e}")
+    folders = [os.path.join(args.output, name) for name, _ in plan]
+    taken = [f for f in folders if os.path.isdir(f) and os.listdir(f)]
+    if taken and not args.overwrite:
+        sys.exit(f"error: {', '.join(taken)} exist and are not empty; pass --overwrite")
+    cfg = build_predict_config(
+        args.config_file, args.weights, args.opts, args.device, args.confidence_threshold
+    )
+    classifier_cfg = None
+    if args.classifier_config:
+        classifier_cfg = build_predict_config(
+            args.classifier_config, args.classifier_weights, device=cfg.MODEL.DEVICE
+        )
+    predictor = CTLesionPredictor(cfg, classifier_cfg)
+    metadata, settings = lesion_metadata(cfg), _settings(args, cfg, classifier_cfg)
+    reports = []
+    for (name, reader), folder in zip(plan, folders):
+        try:
+            scan = reader()
+        except DatasetFormatError as e:
+            sys.exit(f"error: {e}")
+        if args.overwrite and os.path.isdir(os.path.join(folder, "panels")):
+            shutil.rmtree(os.path.join(folder, "panels"))
+        os.makedirs(folder, exist_ok=True)
+        report = write_scan_report(predictor, scan, folder, args, metadata, settings)
+        s = report["summary"]
+        scan_class = s["scan_class"]["class"] if s["scan_class"] else "n/a (no classifier)"
+        logger.info(
+            f"{name}: {s['num_slices']} slices, {s['lesion_count']} lesions, "
+            f"{s['slices_with_lesions']} slices with lesions, scan class {scan_class} -> {folder}"
+        )
+        reports.append(os.path.join(folder, "report.json"))
+    return reports
+
+
+if __name__ == "__main__":
+    logging.getLogger("PIL").setLevel(logging.WARNING)
+    main()
