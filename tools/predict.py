@@ -3,7 +3,9 @@
 
 Inputs: PNG/JPG slices or folders of them, DICOM files, DICOM series folders, NIfTI volumes.
 For each scan, writes under ``--output/<scan>/``: ``report.json`` (schema in docs/PREDICT.md),
-``report.html`` (self-contained) and ``panels/`` (per-slice analysis figures, PNG).
+``report.html`` (self-contained) and ``panels/`` (per-slice analysis figures, PNG). The folder
+is written beside its place and swapped in when complete; an existing one is replaced only with
+``--overwrite``.
 
     python tools/predict.py --config-file configs/mask_rcnn_R18_T1_FPN1_medseg100_cpu.yaml \\
         --weights output/.../model_final.pth --input scans/patient1/ ct.nii.gz --output reports
@@ -15,14 +17,18 @@ import argparse
 import logging
 import os
 import re
-import shutil
 import sys
 
 from detectron2.utils.logger import setup_logger
 
 import ct_lesion_d2
 from ct_lesion_d2.analysis import AGGREGATION_RULES, build_scan_report, png_bytes, render_scan_html
-from ct_lesion_d2.data.io import DatasetFormatError, write_json_atomic
+from ct_lesion_d2.data.io import (
+    DatasetFormatError,
+    StagedFolder,
+    recover_folder,
+    write_json_atomic,
+)
 from ct_lesion_d2.data.scans import (
     IMAGE_EXTENSIONS,
     NIFTI_EXTENSIONS,
@@ -76,7 +82,9 @@ def parse_args(argv=None):
         help="slices with figures per scan: all when the scan has no more, else "
         "those with the largest lesion area",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace existing reports")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the folders of existing reports"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
         "--opts",
@@ -226,6 +234,9 @@ def main(argv=None):
     except DatasetFormatError as e:
         sys.exit(f"error: {e}")
     folders = [os.path.join(args.output, name) for name, _ in plan]
+    for folder in folders:
+        for line in recover_folder(folder):
+            logger.warning(line)
     taken = [f for f in folders if os.path.isdir(f) and os.listdir(f)]
     if taken and not args.overwrite:
         sys.exit(f"error: {', '.join(taken)} exist and are not empty; pass --overwrite")
@@ -245,10 +256,11 @@ def main(argv=None):
             scan = reader()
         except DatasetFormatError as e:
             sys.exit(f"error: {e}")
-        if args.overwrite and os.path.isdir(os.path.join(folder, "panels")):
-            shutil.rmtree(os.path.join(folder, "panels"))
-        os.makedirs(folder, exist_ok=True)
-        report = write_scan_report(predictor, scan, folder, args, metadata, settings)
+        # Written beside the scan's folder and swapped in when complete: an interruption
+        # leaves the previous report (or none), never a mix.
+        with StagedFolder(folder) as staged:
+            report = write_scan_report(predictor, scan, staged.path, args, metadata, settings)
+            staged.commit()
         s = report["summary"]
         scan_class = s["scan_class"]["class"] if s["scan_class"] else "n/a (no classifier)"
         logger.info(

@@ -1,6 +1,8 @@
 """Reading CT slices and label masks with errors that name the file and the problem."""
+import glob
 import json
 import os
+import shutil
 import tempfile
 
 import numpy as np
@@ -194,6 +196,78 @@ class StagedWrites:
         if exc_type is not None:
             self.discard()
         return False
+
+
+class StagedFolder:
+    """A folder whose new content is written beside it and then swapped in.
+
+    ``path`` is a hidden sibling (``.tmp-<name>.*``) to write into; ``commit`` moves any existing
+    folder aside (``.old-<name>.*``), renames the staged one into place and deletes the old one;
+    leaving a ``with`` block by an exception without ``commit`` deletes the staged folder. A run
+    killed before ``commit`` leaves the old folder in place (and a ``.tmp-`` sibling); one killed
+    between the two renames leaves the old folder as ``.old-<name>.*``, which
+    ``recover_folder`` puts back.
+    """
+
+    def __init__(self, final):
+        self.final = os.path.abspath(final)
+        parent, name = os.path.split(self.final)
+        os.makedirs(parent, exist_ok=True)
+        self.path = tempfile.mkdtemp(dir=parent, prefix=f".tmp-{name}.")
+
+    def commit(self):
+        """Replace ``final`` (if any) by the staged folder."""
+        parent, name = os.path.split(self.final)
+        old = None
+        if os.path.lexists(self.final):
+            old = tempfile.mkdtemp(dir=parent, prefix=f".old-{name}.")
+            os.rmdir(old)
+            os.rename(self.final, old)
+        os.rename(self.path, self.final)
+        _fsync_folder(parent)
+        if old is not None:
+            shutil.rmtree(old)
+        self.path = None
+
+    def discard(self):
+        if self.path is not None and os.path.isdir(self.path):
+            shutil.rmtree(self.path)
+        self.path = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.discard()
+        return False
+
+
+def recover_folder(final):
+    """Undo what a run killed inside ``StagedFolder`` left next to ``final``: put back an old
+    folder moved aside when ``final`` is missing, and delete staged (``.tmp-``) folders and
+    moved-aside ones made obsolete by a complete ``final``.
+
+    Returns:
+        list[str]: what was done, one line per folder, for the log.
+    """
+    final = os.path.abspath(final)
+    parent, name = os.path.split(final)
+    if not os.path.isdir(parent):
+        return []
+    done = []
+    olds = sorted(glob.glob(os.path.join(parent, glob.escape(f".old-{name}.") + "*")))
+    if olds and not os.path.lexists(final):
+        os.rename(olds[-1], final)
+        done.append(f"restored {final} from {olds[-1]}, left by an interrupted run")
+        olds = olds[:-1]
+    staged = sorted(glob.glob(os.path.join(parent, glob.escape(f".tmp-{name}.") + "*")))
+    for leftover in olds + staged:
+        if os.path.isdir(leftover):
+            shutil.rmtree(leftover)
+        else:
+            os.remove(leftover)
+        done.append(f"removed {leftover}, left by an interrupted run")
+    return done
 
 
 def atomic_write(path, write, mode="wb"):
