@@ -308,3 +308,55 @@ def test_convert_tool_bad_input_is_one_clear_line_and_writes_nothing(tmp_path):
     assert "Traceback" not in result.stderr
     assert f"error: {path}: cannot read image" in result.stderr
     assert _written_files(str(out)) == []
+
+
+# ----------------------------------------------------------------------------- interruptions
+
+
+def _snapshot(folder):
+    return {name: open(os.path.join(folder, name), "rb").read() for name in _written_files(folder)}
+
+
+def test_interrupted_overwrite_keeps_the_previous_conversion(tmp_path, monkeypatch):
+    # a 16-bit slice, so that an 8-bit copy is written during the conversion, not only JSON
+    sixteen_bit = _encode(_slice().astype(np.uint16) * 200, "PNG")
+    src, _ = _layout_with(tmp_path, "s.png", sixteen_bit, _lesion_mask(H, W))
+    out = str(tmp_path / "out")
+    convert_layout("binary-folder", src, out, val_fraction=0.5)
+    before = _snapshot(out)
+    assert sorted(before) == ["annotations/train.json", "annotations/val.json",
+                              "images_8bit/images/a_case.png"]
+    import ct_lesion_d2.data.converters as converters
+
+    calls = []
+
+    def interrupted(mask, categories, min_area):  # Ctrl-C on the second slice
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return []
+
+    monkeypatch.setattr(converters, "mask_to_annotations", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        convert_layout("binary-folder", src, out, val_fraction=0.5, overwrite=True)
+    assert _snapshot(out) == before  # same files, same bytes, no temporary file
+
+
+def test_interrupted_synthetic_generation_keeps_the_previous_slices(tmp_path, monkeypatch):
+    import ct_lesion_d2.data.synthetic as synthetic
+
+    folder = str(tmp_path / "slices")
+    synthetic.generate_synthetic_slices(folder, 3, seed=0, size=128, progress=False)
+    before = _snapshot(folder)
+    render = synthetic._render_slice
+
+    def interrupted(rng, class_id, size):
+        if class_id == 2:
+            raise KeyboardInterrupt
+        return render(rng, class_id, size)
+
+    monkeypatch.setattr(synthetic, "_render_slice", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        synthetic.generate_synthetic_slices(folder, 3, seed=5, size=128, overwrite=True,
+                                            progress=False)
+    assert _snapshot(folder) == before

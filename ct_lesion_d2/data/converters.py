@@ -192,7 +192,8 @@ def convert_pairs(
         image_root (str): folder the JSON ``file_name`` entries are relative to.
         transpose (bool): images and masks are stored transposed; write ``.T`` copies of the
             images as PNG under ``output_dir/images`` and annotate those. Images of more than 8
-            bits are also annotated through 8-bit PNG copies there (Detectron2 would clip them).
+            bits are annotated through 8-bit PNG copies under ``output_dir/images_8bit``
+            (Detectron2's ``read_image`` would clip them).
         min_area (int): see ``mask_to_annotations``.
         overwrite (bool): replace existing annotation files (and transposed copies).
 
@@ -214,7 +215,7 @@ def convert_pairs(
         for image_path, _, _ in pairs:
             if is_high_bit_depth(image_path):
                 relative = os.path.splitext(os.path.relpath(image_path, image_root))[0] + ".png"
-                copies[image_path] = os.path.join(output_dir, "images", relative)
+                copies[image_path] = os.path.join(output_dir, "images_8bit", relative)
     _refuse_existing(list(outputs.values()) + list(copies.values()), overwrite)
     # Both splits carry one conversion id, so that a loader can tell a pair of files written by
     # one conversion from a mix left by an interrupted --overwrite.

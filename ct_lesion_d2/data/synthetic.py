@@ -23,6 +23,8 @@ from PIL import Image
 from scipy import ndimage as ndi
 from tqdm import tqdm
 
+from .io import StagedWrites
+
 CLASS_NAMES = ("Control", "Common Pneumonia", "COVID-19")
 LABEL_NAMES = ("background", "GGO", "consolidation")
 MIN_COMPONENT_PX = 100  # downstream code drops lesion components of <= this many pixels
@@ -253,19 +255,6 @@ def _render_slice(rng, class_id, size):
     return image, mask, lungs[0] | lungs[1], count
 
 
-def _atomic_write(path, data):
-    """Write bytes to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    folder, name = os.path.split(os.fspath(path))
-    tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _png_bytes(array):
     """Encode a 2-D uint8 array as greyscale PNG bytes."""
     buffer = io.BytesIO()
@@ -285,12 +274,13 @@ def _check_targets(output_dir, num_slices, overwrite):
             raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
 
 
-def _write_slice(output_dir, index, seed, size):
+def _write_slice(staged, output_dir, index, seed, size):
     """Render slice ``index`` with ``default_rng(seed + index)``, write it, return its record."""
     class_id, name = index % 3, f"synth_{index:04d}.png"
     image, mask, _, count = _render_slice(np.random.default_rng(seed + index), class_id, size)
-    _atomic_write(os.path.join(output_dir, "images", name), _png_bytes(image))
-    _atomic_write(os.path.join(output_dir, "masks", name), _png_bytes(mask))
+    for folder, array in (("images", image), ("masks", mask)):
+        path = os.path.join(output_dir, folder, name)
+        staged.stage(path, lambda f, a=array: f.write(_png_bytes(a)))
     return {
         "file_name": f"images/{name}",
         "mask_file": f"masks/{name}",
@@ -309,7 +299,8 @@ def generate_synthetic_slices(
     ``numpy.random.default_rng(seed + i)``, so equal arguments give byte-identical files.
     Writes ``images/synth_NNNN.png`` (8-bit greyscale), ``masks/synth_NNNN.png`` (uint8 labels:
     0 background, 1 GGO, 2 consolidation) and ``slices.json`` under ``output_dir``, each file
-    through a temporary file and ``os.replace``. Each lesion is one 4-connected component of
+    through a temporary file renamed (``os.replace``) once every slice is drawn, so that an
+    interruption leaves the earlier files. Each lesion is one 4-connected component of
     more than ``MIN_COMPONENT_PX`` pixels (so is every 4-connected component of each label),
     lesions never touch and all lie inside the lung fields. With ``overwrite`` the listed files
     are replaced; files of an earlier, longer run are left in place.
@@ -336,7 +327,11 @@ def generate_synthetic_slices(
     for sub in ("images", "masks"):
         os.makedirs(os.path.join(output_dir, sub), exist_ok=True)
     steps = tqdm(range(num_slices), desc="synthetic slices", disable=not progress)
-    records = [_write_slice(output_dir, i, seed, size) for i in steps]
-    text = json.dumps(records, indent=1) + "\n"
-    _atomic_write(os.path.join(output_dir, "slices.json"), text.encode("utf-8"))
+    # Every file is staged next to its target and renamed only once all are drawn, so an
+    # interruption leaves the previous set (or nothing), never a mix of two runs.
+    with StagedWrites() as staged:
+        records = [_write_slice(staged, output_dir, i, seed, size) for i in steps]
+        text = json.dumps(records, indent=1) + "\n"
+        staged.stage(os.path.join(output_dir, "slices.json"), lambda f: f.write(text), mode="w")
+        staged.commit()
     return records
