@@ -220,3 +220,39 @@ def test_nan_at_the_last_iteration_writes_no_final_model_and_skips_evaluation(
     assert not os.path.exists(tmp_path / "model_final.pth")
     assert not os.path.exists(tmp_path / "inference")  # Detectron2 would evaluate here
     assert os.path.isfile(tmp_path / "model_0000001.pth")
+
+
+def test_loader_batches_do_not_depend_on_workers_or_start(synthetic_sets, tmp_path):
+    from ct_lesion_d2.data.build import build_resumable_train_loader
+
+    def batches(num_workers, start, count):
+        cfg = make_trainer(tmp_path / f"w{num_workers}", max_iter=1).cfg.clone()
+        cfg.defrost()
+        cfg.DATALOADER.NUM_WORKERS = num_workers
+        loader = build_resumable_train_loader(cfg)
+        loader.set_start_iter(start)
+        out = []
+        for batch in loader:
+            out.append([(d["file_name"], d["image"].clone(), d["instances"].gt_boxes.tensor)
+                        for d in batch])
+            if len(out) == count:
+                return out
+
+    serial = batches(0, 0, 12)
+    for other in (batches(2, 0, 12), [None, None] + batches(2, 2, 10)):
+        for a, b in zip(serial, other):
+            if b is None:
+                continue
+            for (name_a, image_a, boxes_a), (name_b, image_b, boxes_b) in zip(a, b):
+                assert name_a == name_b
+                assert torch.equal(image_a, image_b) and torch.equal(boxes_a, boxes_b)
+    # the augmentation is random (a slice seen twice is flipped once and not the other time),
+    # so the equalities above are not those of a loader without randomness
+    seen, differing = {}, False
+    for batch in serial:
+        for name, image, _ in batch:
+            if name in seen and not torch.equal(seen[name], image):
+                differing = True
+                assert torch.equal(seen[name], image.flip(-1))
+            seen[name] = image
+    assert differing
