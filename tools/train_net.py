@@ -8,7 +8,6 @@ Runs on CUDA where there is a GPU and on the CPU everywhere else; several GPUs o
 through Detectron2's ``launch`` (``--num-gpus``, ``--num-machines``).
 """
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
@@ -17,7 +16,12 @@ from detectron2.utils.logger import setup_logger
 
 import ct_lesion_d2  # noqa: F401  (registers backbones and datasets)
 from ct_lesion_d2 import add_ct_lesion_config
-from ct_lesion_d2.engine import CTLesionTrainer, match_num_classes, resolve_device
+from ct_lesion_d2.engine import (
+    AtomicDetectionCheckpointer,
+    CTLesionTrainer,
+    match_num_classes,
+    resolve_device,
+)
 
 
 def setup(args):
@@ -37,7 +41,7 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = CTLesionTrainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        AtomicDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         res = CTLesionTrainer.test(cfg, model)
