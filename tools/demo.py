@@ -5,7 +5,7 @@ Generates synthetic CT-like slices, converts them to COCO, trains the ResNet18_T
 segmenter with the CPU schedule, evaluates it with COCOEvaluator, writes Visualizer panels and
 prints the AP. Then trains the COVID-CT-Mask-Net classifier (Control / Common Pneumonia /
 COVID-19) on that segmenter's ranked RoI batches and prints its confusion matrix on the
-validation slices. About 10 minutes on 2 CPU cores.
+validation slices. About 9 minutes on 2 CPU cores.
 
     python tools/demo.py --output output/demo
 """
