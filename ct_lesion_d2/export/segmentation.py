@@ -8,6 +8,7 @@ coordinates. Rescaling to the original size and pasting the masks stay in Python
 exactly what ``model(batched_inputs)`` returns.
 """
 import copy
+import os
 
 import torch
 from detectron2.export import TracingAdapter
@@ -96,6 +97,9 @@ def export_segmenter(model, image, fmt, path, *, opset=ONNX_DEFAULT_OPSET, fold_
     """
     if fmt not in EXPORT_FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose from {list(EXPORT_FORMATS)}")
+    for target in (path, path + ".json"):
+        if os.path.exists(target) and not overwrite:
+            raise FileExistsError(f"{target} exists; pass --overwrite to replace it")
     model = copy.deepcopy(model).eval()
     if fold_bn:
         fold_batch_norm(model)
