@@ -4,7 +4,7 @@
     python tools/export.py --config-file configs/mask_rcnn_R18_T1_FPN1_medseg100_cpu.yaml \\
         --output exported/r18_t1 --images ../shared/data/medseg100/images \\
         MODEL.WEIGHTS output/mask_rcnn_R18_T1_FPN1_medseg100_cpu/model_final.pth
-    python tools/export.py ... --eval-dataset ct_lesion_medseg100_val   # + AP of every export
+    python tools/export.py ... --eval-dataset ct_lesion_medseg100_val   # + AP, eager and exported
     python tools/export.py --config-file configs/classifier_R18_T1_covidx.yaml \\
         --output exported/cls --images ../shared/data/medseg100/images \\
         MODEL.CT_CLASSIFIER.SEGMENTATION_WEIGHTS output/.../model_final.pth
@@ -13,10 +13,13 @@ The model is traced through Detectron2's ``TracingAdapter`` on the first slice (
 folded first unless ``--no-fold-bn``); every exported file is then run on each check slice
 beside the eager model, and the largest differences of boxes, scores and masks (classifier:
 class probabilities, RoI scores and boxes) are compared with the tolerances of
-``ct_lesion_d2.export``. ``export.json`` in ``--output`` records everything; the exit status is
-1 when a check fails. Existing files are replaced only with ``--overwrite``.
+``ct_lesion_d2.export``. ``--eval-dataset`` also computes the bbox/segm AP of the eager model,
+the optimised eager model (``optimize_for_inference``) and every export. ``export.json`` in
+``--output`` records everything; the exit status is 1 when a check fails. Existing files are
+replaced only with ``--overwrite``.
 """
 import argparse
+import copy
 import glob
 import logging
 import os
@@ -47,6 +50,7 @@ from ct_lesion_d2.export import (
     compare_segmentation,
     export_classifier,
     export_segmenter,
+    optimize_for_inference,
     segmentation_adapter,
 )
 from ct_lesion_d2.export.classification import exported_classifier_files
@@ -263,7 +267,9 @@ def main(argv=None):
         },
     }
     if args.eval_dataset:
-        runners = {"eager": model, **{fmt: runner for fmt, (runner, _, _) in exports.items()}}
+        optimized = optimize_for_inference(copy.deepcopy(model))
+        runners = {"eager": model, "optimized": optimized}
+        runners.update({fmt: runner for fmt, (runner, _, _) in exports.items()})
         record["evaluation"] = {"dataset": args.eval_dataset,
                                 "results": evaluate(cfg, args.eval_dataset, runners)}
         for name, result in record["evaluation"]["results"].items():
