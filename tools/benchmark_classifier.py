@@ -27,6 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from detectron2.modeling import build_model
@@ -44,6 +45,7 @@ from benchmark_common import (  # noqa: E402
     list_images,
     machine,
     measure,
+    quiet_warnings,
     read_slices,
     slice_input,
     sync,
@@ -80,8 +82,12 @@ def parse_args(argv=None):
     parser.add_argument("--throughput-batch", type=int, default=4, help="slices per call")
     parser.add_argument("--no-flops", action="store_true", help="skip the fvcore flop count")
     parser.add_argument("--volume-slices", type=int, default=300, help="0: no volume")
-    parser.add_argument("--volume-runs", nargs="+", default=["eager:1", "optimized:4"],
-                        metavar="MODE:BATCH", help="volume passes, slices per call")
+    parser.add_argument(
+        "--volume-runs", nargs="+", default=["eager:1", "optimized:4", "optimized:4:2"],
+        metavar="MODE:BATCH[:WORKERS]",
+        help="volume passes: slices per call and threads each running whole calls with one "
+        "PyTorch thread (default 1 worker using all PyTorch threads)",
+    )
     parser.add_argument(
         "--segmenter", default="mask_rcnn_R18_T1", choices=list(SEGMENTATION_VARIANTS)
     )
@@ -96,10 +102,15 @@ def parse_args(argv=None):
         parser.error(f"--segmentation-weights {args.segmentation_weights}: not found")
     runs = []
     for item in args.volume_runs:
-        mode, _, batch = item.partition(":")
-        if mode not in MODES or not batch.isdigit() or int(batch) < 1:
-            parser.error(f"--volume-runs {item}: expected MODE:BATCH, MODE one of {MODES}")
-        runs.append((mode, int(batch)))
+        mode, *numbers = item.split(":")
+        if mode not in MODES or not 1 <= len(numbers) <= 2 or not all(
+            n.isdigit() and int(n) >= 1 for n in numbers
+        ):
+            parser.error(
+                f"--volume-runs {item}: expected MODE:BATCH or MODE:BATCH:WORKERS, MODE one of "
+                f"{MODES}, numbers >= 1"
+            )
+        runs.append((mode, int(numbers[0]), int(numbers[1]) if len(numbers) == 2 else 1))
     args.volume_runs = runs
     return args
 
@@ -154,26 +165,38 @@ def volume(args, inputs):
     classifier = build_classifier(args.classifier, args_cls)
     slices = [inputs[i % len(inputs)] for i in range(args.volume_slices)]
     passes = []
+    threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as folder:
-        for mode, batch in args.volume_runs:
+        for mode, batch, workers in args.volume_runs:
             seg_setup, grad_mode = prepare_segmenter(mode, segmenter, slices[0], folder)
             cls_setup, _ = prepare_classifier(mode, classifier, slices[0], folder)
             chunks = [slices[i:i + batch] for i in range(0, len(slices), batch)]
-            detections, classes = [], []
-            with PeakMemory(args.device) as memory, grad_mode():
-                seg, cls = seg_setup(), cls_setup()
-                seg(chunks[0]), cls(chunks[0])  # warm-up
-                sync(args.device)
-                start = time.perf_counter()
-                for chunk in tqdm(chunks, desc=f"volume {mode}:{batch}", unit="call", leave=False):
-                    detections += [len(o["instances"]) for o in seg(chunk)]
-                    classes += [int(o["pred_class"]) for o in cls(chunk)]
-                sync(args.device)
-                seconds = time.perf_counter() - start
+            # several workers: each runs whole calls on one PyTorch (and ONNX Runtime) thread
+            torch.set_num_threads(1 if workers > 1 else threads)
+            try:
+                with PeakMemory(args.device) as memory:
+                    with grad_mode():
+                        seg, cls = seg_setup(), cls_setup()
+
+                    def process(chunk):
+                        with grad_mode():  # grad mode is per thread
+                            return seg(chunk), cls(chunk)
+
+                    process(chunks[0])  # warm-up
+                    sync(args.device)
+                    start = time.perf_counter()
+                    with ThreadPoolExecutor(workers) as pool:
+                        outputs = list(tqdm(pool.map(process, chunks), total=len(chunks),
+                                            desc=f"volume {mode}:{batch}:{workers}", leave=False))
+                    sync(args.device)
+                    seconds = time.perf_counter() - start
+            finally:
+                torch.set_num_threads(threads)
             passes.append({
-                "mode": mode, "batch": batch, "seconds": seconds,
+                "mode": mode, "batch": batch, "workers": workers, "seconds": seconds,
                 "seconds_per_slice": seconds / len(slices), "peak_mib": memory.peak_mib,
-                "detections": detections, "classes": classes,
+                "detections": [len(o["instances"]) for seg_out, _ in outputs for o in seg_out],
+                "classes": [int(o["pred_class"]) for _, cls_out in outputs for o in cls_out],
             })
     first = passes[0]
     for p in passes:
@@ -190,9 +213,9 @@ def markdown(results):
     base = next((r for r in results if r["model"] == BASELINE), None)
     base_modes = {m["mode"]: m for m in base["modes"]} if base else {}
     lines = [
-        "| model | mode | detector | GFLOPs | latency median (s) | p90 (s) | throughput "
+        "| model | mode | detector | GFLOPs | latency median (s) | p90 (s) | CPU s | throughput "
         "(slices/s) | peak memory (MiB) | speed-up vs R50 |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         flops = f"{r['gflops']:.1f}" if r["gflops"] is not None else "n/a"
@@ -202,8 +225,8 @@ def markdown(results):
             speed = f"{b['latency_median'] / m['latency_median']:.2f}x" if b else "n/a"
             lines.append(
                 f"| {r['model']} | {m['mode']} | {detector} | {flops} | "
-                f"{m['latency_median']:.4f} | {m['latency_p90']:.4f} | {m['throughput']:.2f} | "
-                f"{m['peak_mib']:.0f} | {speed} |"
+                f"{m['latency_median']:.4f} | {m['latency_p90']:.4f} | {m['cpu_median']:.3f} | "
+                f"{m['throughput']:.2f} | {m['peak_mib']:.0f} | {speed} |"
             )
     return "\n".join(lines)
 
@@ -212,14 +235,16 @@ def volume_markdown(vol):
     lines = [
         f"volume: {vol['slices']} slices, {vol['segmenter']} + {vol['classifier']}, weights "
         f"{vol['weights'] or 'random'}\n",
-        "| mode | slices per call | total (s) | s/slice | peak memory (MiB) | detections "
-        "(sum) | classes (0/1/2) | same detection counts as first | same classes as first |",
-        "|---|---:|---:|---:|---:|---:|---|---:|---:|",
+        "| mode | slices per call | workers | total (s) | s/slice | peak memory (MiB) | "
+        "detections (sum) | classes (0/1/2) | same detection counts as first | same classes as "
+        "first |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for p in vol["passes"]:
         classes = collections.Counter(p["classes"])
         lines.append(
-            f"| {p['mode']} | {p['batch']} | {p['seconds']:.1f} | {p['seconds_per_slice']:.3f} | "
+            f"| {p['mode']} | {p['batch']} | {p['workers']} | {p['seconds']:.1f} | "
+            f"{p['seconds_per_slice']:.3f} | "
             f"{p['peak_mib']:.0f} | {sum(p['detections'])} | "
             f"{classes[0]}/{classes[1]}/{classes[2]} | {p['same_detection_counts_as_first']}/"
             f"{vol['slices']} | {p['same_classes_as_first']}/{vol['slices']} |"
@@ -229,6 +254,7 @@ def volume_markdown(vol):
 
 def main(argv=None):
     args = parse_args(argv)
+    quiet_warnings()
     if args.threads:
         torch.set_num_threads(args.threads)
     info = machine()
@@ -256,7 +282,8 @@ def main(argv=None):
     if vol:
         print("\n" + volume_markdown(vol))
         for p in vol["passes"]:
-            print(f"volume {p['mode']}:{p['batch']}: {p['seconds']:.1f} s for {vol['slices']} "
+            print(f"volume {p['mode']}:{p['batch']}:{p['workers']}: {p['seconds']:.1f} s for "
+                  f"{vol['slices']} "
                   f"slices (median detections {statistics.median(p['detections']):g})")
     if args.json:
         meta = {**info, "command": command, "input": source, "args": vars(args)}

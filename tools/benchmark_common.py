@@ -1,6 +1,8 @@
 """Measurement helpers shared by tools/benchmark_seg.py and tools/benchmark_classifier.py.
 
-Latency is wall-clock time (``time.perf_counter``, CUDA synchronised); memory is the peak of the
+Latency is wall-clock time (``time.perf_counter``, CUDA synchronised), with the process CPU time
+beside it (all threads; less sensitive to other work on the machine than wall-clock time, but
+it counts threads that spin while waiting); memory is the peak of the
 process RSS sampled every 2 ms (CUDA: ``torch.cuda.max_memory_allocated``) above its level at
 the start of the measured block, after freed heap memory was returned to the system; FLOPs are
 fvcore's count through Detectron2's ``FlopCountAnalysis`` (one fused multiply-add = one flop).
@@ -15,6 +17,7 @@ import resource
 import statistics
 import threading
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -23,6 +26,13 @@ import ct_lesion_d2.export  # noqa: F401  (makes detectron2.export and its analy
 from ct_lesion_d2.data.io import read_grey_image
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def quiet_warnings():
+    """Hide the expected tracer and deprecation warnings of Detectron2 0.6 under this torch."""
+    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="torch")
 
 
 def sync(device):
@@ -94,19 +104,21 @@ def time_calls(fn, batches, warmup, device):
     """Call ``fn(batch)`` for every batch after ``warmup`` untimed calls on the first ones.
 
     Returns:
-        (list[float], list): seconds of each timed call and its return value.
+        (list[float], list[float], list): wall-clock seconds of each timed call, the process
+        CPU seconds (all threads) it used, and its return value.
     """
     for i in range(warmup):
         fn(batches[i % len(batches)])
-    times, outputs = [], []
+    times, cpu_times, outputs = [], [], []
     for batch in batches:
         sync(device)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         out = fn(batch)
         sync(device)
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
         outputs.append(out)
-    return times, outputs
+    return times, cpu_times, outputs
 
 
 def latency_stats(times, images_per_call=1):
@@ -138,10 +150,12 @@ def measure(setup, grad_mode, inputs, runs, warmup, throughput_batch, device):
     ]
     with PeakMemory(device) as memory, grad_mode():
         runner = setup()
-        times, outputs = time_calls(runner, singles, warmup, device)
-        batch_times, _ = time_calls(runner, batches, 1, device)
-    row = {"inference_s": times, "batch_s": batch_times, "peak_mib": memory.peak_mib}
+        times, cpu_times, outputs = time_calls(runner, singles, warmup, device)
+        batch_times, _, _ = time_calls(runner, batches, 1, device)
+    row = {"inference_s": times, "cpu_s": cpu_times, "batch_s": batch_times}
+    row["peak_mib"] = memory.peak_mib
     row.update({f"latency_{k}": v for k, v in latency_stats(times).items()})
+    row["cpu_median"] = statistics.median(cpu_times)
     row["throughput"] = latency_stats(batch_times, throughput_batch)["throughput"]
     return row, outputs
 

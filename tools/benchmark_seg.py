@@ -49,6 +49,7 @@ from benchmark_common import (  # noqa: E402
     list_images,
     machine,
     measure,
+    quiet_warnings,
     read_slices,
     slice_input,
     sync,
@@ -293,9 +294,10 @@ def markdown(results):
     base = next((r for r in results if r["model"] == BASELINE), None)
     base_modes = {m["mode"]: m for m in base["modes"]} if base else {}
     lines = [
-        "| model | mode | detections | GFLOPs | latency median (s) | p90 (s) | throughput "
-        "(slices/s) | peak memory (MiB) | speed-up vs R50 | train s/iter | train ratio vs R50 |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | mode | detections | GFLOPs | latency median (s) | p90 (s) | CPU s | "
+        "throughput (slices/s) | peak memory (MiB) | speed-up vs R50 | train s/iter | "
+        "train ratio vs R50 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         flops = f"{r['gflops']:.1f}" if r["gflops"] is not None else "n/a"
@@ -309,8 +311,8 @@ def markdown(results):
                     ratio = f"{base['train_median'] / r['train_median']:.2f}x"
             lines.append(
                 f"| {r['model']} | {m['mode']} | {m['detections_median']:g} | {flops} | "
-                f"{m['latency_median']:.4f} | {m['latency_p90']:.4f} | {m['throughput']:.2f} | "
-                f"{m['peak_mib']:.0f} | {speed} | {train} | {ratio} |"
+                f"{m['latency_median']:.4f} | {m['latency_p90']:.4f} | {m['cpu_median']:.3f} | "
+                f"{m['throughput']:.2f} | {m['peak_mib']:.0f} | {speed} | {train} | {ratio} |"
             )
     return "\n".join(lines)
 
@@ -335,6 +337,7 @@ def stages_markdown(results):
 def main(argv=None):
     """Benchmark the chosen variants and print (and optionally save) the results."""
     args = parse_args(argv)
+    quiet_warnings()
     if args.threads:
         torch.set_num_threads(args.threads)
     command = " ".join(sys.argv)
