@@ -98,6 +98,11 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.json and os.path.exists(args.json) and not args.overwrite:
         parser.error(f"{args.json} exists; pass --overwrite to replace it")
+    exported = [m for m in args.modes + [r.split(":")[0] for r in args.volume_runs]
+                if m in EXPORT_FORMAT]
+    if args.device.startswith("cuda") and exported:
+        parser.error(f"{' '.join(sorted(set(exported)))} run on the CPU here; on CUDA use the "
+                     "eager and optimized modes")
     if args.segmentation_weights and not os.path.isfile(args.segmentation_weights):
         parser.error(f"--segmentation-weights {args.segmentation_weights}: not found")
     runs = []

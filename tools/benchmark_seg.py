@@ -103,6 +103,10 @@ def parse_args(argv=None):
         parser.error("need --runs, --batch >= 1, --train-iters >= 0 and --size >= 128")
     if args.json and os.path.exists(args.json) and not args.overwrite:
         parser.error(f"{args.json} exists; pass --overwrite to replace it")
+    exported = [m for m in args.modes if m in EXPORT_FORMAT]
+    if args.device.startswith("cuda") and exported:
+        parser.error(f"--modes {' '.join(exported)} run on the CPU here; on CUDA use --modes "
+                     "eager optimized")
     weights = {}
     for item in args.weights:
         name, sep, path = item.partition("=")

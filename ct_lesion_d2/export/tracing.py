@@ -137,8 +137,8 @@ def export_graph(module, inputs, fmt, path, *, input_names, output_names, dynami
 class ExportedGraph:
     """A file written by :func:`export_graph`, run on tensors: TorchScript or ONNX Runtime.
 
-    Calling it with the flat input tensors returns the named outputs as a dict of CPU tensors
-    (ONNX Runtime runs on the CPU here).
+    Calling it with the flat input tensors returns the named outputs as a dict of CPU tensors:
+    both run on the CPU (the graphs are traced on the CPU; ONNX Runtime's CPU provider).
     """
 
     def __init__(self, path, num_threads=None):
@@ -175,7 +175,7 @@ class ExportedGraph:
     def __call__(self, *inputs):
         if self.format == "torchscript":
             with torch.no_grad():
-                outputs = self._module(*inputs)
+                outputs = self._module(*(x.cpu() for x in inputs))
             outputs = [outputs] if isinstance(outputs, torch.Tensor) else list(outputs)
         else:
             feed = {n: np.ascontiguousarray(x.detach().cpu().numpy()) for n, x in zip(
