@@ -28,6 +28,7 @@ BENCH_TRAINED = $(if $(BENCH_WEIGHTS),--weights mask_rcnn_R18_T1=$(BENCH_WEIGHTS
 benchmark: env
 	@mkdir -p $(BENCH_OUT)
 	set -o pipefail; $(PY) tools/benchmark_seg.py --images $(BENCH_IMAGES) --score-thresh 0.0 --stages \
+		--modes eager optimized onnxruntime \
 		--json $(BENCH_OUT)/seg_128.json | tee $(BENCH_OUT)/seg_128.md
 	set -o pipefail; $(PY) tools/benchmark_seg.py --images $(BENCH_IMAGES) --models mask_rcnn_R18_T1 $(BENCH_TRAINED) \
 		--stages --train-iters 0 --json $(BENCH_OUT)/seg_r18_t1.json | tee $(BENCH_OUT)/seg_r18_t1.md

@@ -4,7 +4,7 @@
     python tools/benchmark_classifier.py --images ../shared/data/medseg100/images \\
         --segmentation-weights output/.../model_final.pth --json bench_cls.json
     python tools/benchmark_classifier.py --models classifier_R18_T1 --volume-slices 0
-    python tools/benchmark_classifier.py --models --volume-runs eager:1 optimized:4 onnxruntime:1
+    python tools/benchmark_classifier.py --models --volume-runs eager:1 optimized:4 onnxruntime:1:2
 
 Part 1, per classifier variant and mode (``eager``, ``optimized``, ``torchscript``,
 ``onnxruntime``; see tools/benchmark_seg.py): latency median and p90 of one slice, throughput,
@@ -66,8 +66,7 @@ def parse_args(argv=None):
         choices=list(CLASSIFIER_VARIANTS), metavar="NAME",
         help="classifier variants for part 1 (default: all seven; none: only the volume)",
     )
-    parser.add_argument("--modes", nargs="+", default=["eager", "optimized", "onnxruntime"],
-                        choices=MODES)
+    parser.add_argument("--modes", nargs="+", default=["eager", "optimized"], choices=MODES)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--size", type=int, default=512, help="slice side in pixels")
@@ -83,7 +82,7 @@ def parse_args(argv=None):
     parser.add_argument("--no-flops", action="store_true", help="skip the fvcore flop count")
     parser.add_argument("--volume-slices", type=int, default=300, help="0: no volume")
     parser.add_argument(
-        "--volume-runs", nargs="+", default=["eager:1", "optimized:4", "optimized:4:2"],
+        "--volume-runs", nargs="+", default=["eager:1", "optimized:1", "optimized:1:2"],
         metavar="MODE:BATCH[:WORKERS]",
         help="volume passes: slices per call and threads each running whole calls with one "
         "PyTorch thread (default 1 worker using all PyTorch threads)",
