@@ -18,19 +18,21 @@ test: env
 count-params: env
 	$(PY) tools/count_params.py
 
-# Speed benchmarks (docs/BENCHMARKS.md): the seven segmenters at 128 detections in every mode,
-# the trained ResNet18_T1 (BENCH_WEIGHTS) on real slices, the classifiers and a 300-slice volume.
+# Speed benchmarks (docs/BENCHMARKS.md), about 15 minutes on 2 cores: the seven segmenters at 16
+# and at 128 detections per slice, the trained ResNet18_T1 (BENCH_WEIGHTS) at the paper's score
+# threshold in every mode, the classifiers and a 300-slice volume; Markdown + JSON in BENCH_OUT.
 BENCH_IMAGES ?= ../shared/data/medseg100/images
 BENCH_WEIGHTS ?=
 BENCH_OUT ?= output/benchmarks-$(shell date +%Y%m%d-%H%M%S)
-BENCH_TRAINED = $(if $(BENCH_WEIGHTS),--weights mask_rcnn_R18_T1=$(BENCH_WEIGHTS))
+BENCH_SEG = set -o pipefail; $(PY) tools/benchmark_seg.py --images $(BENCH_IMAGES)
 
 benchmark: env
 	@mkdir -p $(BENCH_OUT)
-	set -o pipefail; $(PY) tools/benchmark_seg.py --images $(BENCH_IMAGES) --score-thresh 0.0 --stages \
-		--modes eager optimized onnxruntime \
+	$(BENCH_SEG) --detections 16 --modes eager optimized onnxruntime --stages \
+		--json $(BENCH_OUT)/seg_16.json | tee $(BENCH_OUT)/seg_16.md
+	$(BENCH_SEG) --detections 128 --modes eager optimized --stages --train-iters 0 \
 		--json $(BENCH_OUT)/seg_128.json | tee $(BENCH_OUT)/seg_128.md
-	set -o pipefail; $(PY) tools/benchmark_seg.py --images $(BENCH_IMAGES) --models mask_rcnn_R18_T1 $(BENCH_TRAINED) \
+	$(BENCH_SEG) --models mask_rcnn_R18_T1 $(if $(BENCH_WEIGHTS),--weights mask_rcnn_R18_T1=$(BENCH_WEIGHTS)) \
 		--stages --train-iters 0 --json $(BENCH_OUT)/seg_r18_t1.json | tee $(BENCH_OUT)/seg_r18_t1.md
 	set -o pipefail; $(PY) tools/benchmark_classifier.py --images $(BENCH_IMAGES) \
 		$(if $(BENCH_WEIGHTS),--segmentation-weights $(BENCH_WEIGHTS)) \

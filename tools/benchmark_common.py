@@ -131,7 +131,9 @@ def latency_stats(times, images_per_call=1):
 
 
 def measure(setup, grad_mode, inputs, runs, warmup, throughput_batch, device):
-    """Build a runner and time it on single slices and on batches, measuring its memory.
+    """Build a runner and time it on single slices and on batches.
+
+    The peak memory covers building the runner and the single-slice calls.
 
     Args:
         setup (callable): returns the runner, ``list[dict] -> list[dict]`` (measured for memory).
@@ -148,10 +150,11 @@ def measure(setup, grad_mode, inputs, runs, warmup, throughput_batch, device):
         [inputs[(i * throughput_batch + j) % len(inputs)] for j in range(throughput_batch)]
         for i in range(max(1, runs // throughput_batch))
     ]
-    with PeakMemory(device) as memory, grad_mode():
-        runner = setup()
-        times, cpu_times, outputs = time_calls(runner, singles, warmup, device)
-        batch_times, _, _ = time_calls(runner, batches, 1, device)
+    with grad_mode():
+        with PeakMemory(device) as memory:
+            runner = setup()
+            times, cpu_times, outputs = time_calls(runner, singles, warmup, device)
+        batch_times, _, _ = time_calls(runner, batches, 0, device)  # warm from the singles
     row = {"inference_s": times, "cpu_s": cpu_times, "batch_s": batch_times}
     row["peak_mib"] = memory.peak_mib
     row.update({f"latency_{k}": v for k, v in latency_stats(times).items()})

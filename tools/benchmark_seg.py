@@ -6,6 +6,7 @@
         --weights mask_rcnn_R18_T1=output/.../model_final.pth --json bench.json
     python tools/benchmark_seg.py --models mask_rcnn_R18_T1 mask_rcnn_R50 --modes eager optimized
     python tools/benchmark_seg.py --models mask_rcnn_R18_T1 --stages --train-iters 0
+    python tools/benchmark_seg.py --detections 16     # every model exactly 16 detections
 
 Modes: ``eager`` (the model as built, ``torch.no_grad``: before), ``optimized``
 (``ct_lesion_d2.export.optimize_for_inference``: BatchNorm folded, channels-last, threaded
@@ -13,7 +14,8 @@ RoIAlign, ``torch.inference_mode``), ``torchscript`` and ``onnxruntime`` (export
 ``tools/export.py``'s code, masks pasted in Python as the eager model does). Each reports the
 median and p90 latency of one slice, the throughput with ``--throughput-batch`` slices per call,
 the peak memory of loading and running it, and the detections; each model also reports its
-fvcore GFLOPs and, in eager mode, the seconds per training iteration.
+fvcore GFLOPs and, in eager mode, the seconds per training iteration. The peak memory covers
+building or loading the runner and the single-slice runs.
 
 Models are randomly initialised (``torch.manual_seed(0)``) unless ``--weights NAME=PATH`` gives
 a checkpoint; inputs are ``--images`` (real slices, cycled) or one synthetic slice. Prints a
@@ -88,6 +90,11 @@ def parse_args(argv=None):
         help="MODEL.ROI_HEADS.SCORE_THRESH_TEST (default: the config's)",
     )
     parser.add_argument(
+        "--detections", type=int, default=None,
+        help="exactly this many detections per slice for every model: score threshold 0 and "
+        "TEST.DETECTIONS_PER_IMAGE N (overrides --score-thresh)",
+    )
+    parser.add_argument(
         "--proposals", type=int, default=None,
         help="MODEL.RPN.POST_NMS_TOPK_TEST (default: the config's, 1000 as in the paper)",
     )
@@ -160,7 +167,10 @@ def make_inputs(image, masks):
 def build(name, args):
     """One variant (seed 0) in eval mode, with its checkpoint if ``--weights`` names one."""
     opts = ["MODEL.DEVICE", args.device]
-    if args.score_thresh is not None:
+    if args.detections is not None:
+        opts += ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]
+        opts += ["TEST.DETECTIONS_PER_IMAGE", str(args.detections)]
+    elif args.score_thresh is not None:
         opts += ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", str(args.score_thresh)]
     if args.proposals is not None:
         opts += ["MODEL.RPN.POST_NMS_TOPK_TEST", str(args.proposals)]
@@ -280,6 +290,7 @@ def benchmark(name, args, inputs, train_batch):
     result = {"model": name, "weights": args.weights.get(name), **count(model)}
     result["score_thresh"] = cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST
     result["proposals"] = cfg.MODEL.RPN.POST_NMS_TOPK_TEST
+    result["max_detections"] = cfg.TEST.DETECTIONS_PER_IMAGE
     result["gflops"] = None if args.no_flops else gflops(model, [inputs[0]])
     with tempfile.TemporaryDirectory() as folder:
         result["modes"] = [run_mode(m, model, inputs, args, folder) for m in args.modes]
@@ -370,7 +381,8 @@ def main(argv=None):
         f"runs {args.runs} (warm-up {args.warmup}), throughput batch {args.throughput_batch} | "
         f"train batch {args.batch}, iters {args.train_iters} (warm-up {args.train_warmup}) | "
         f"score thresh {sorted({r['score_thresh'] for r in results})}, proposals "
-        f"{sorted({r['proposals'] for r in results})} | weights "
+        f"{sorted({r['proposals'] for r in results})}, at most "
+        f"{sorted({r['max_detections'] for r in results})} detections | weights "
         f"{args.weights or 'random (seed 0)'} | input: {source} | command: `{command}`"
     )
     print(header + "\n")
