@@ -145,7 +145,7 @@ def benchmark(name, args, inputs):
     model = build_classifier(name, args)
     result = {"model": name, **count(model)}
     result["detector_weights"] = model.segmentation_report.path or None
-    result["gflops"] = None if args.no_flops else gflops(model, [inputs[0]])
+    result["gflops"] = None if args.no_flops else gflops(model, [inputs[0]])[0]
     result["modes"] = []
     with tempfile.TemporaryDirectory() as folder:
         for mode in args.modes:

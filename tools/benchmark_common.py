@@ -163,8 +163,22 @@ def measure(setup, grad_mode, inputs, runs, warmup, throughput_batch, device):
     return row, outputs
 
 
+# Parts of a Detectron2 R-CNN reported by ``gflops``: name -> (submodules added, subtracted).
+FLOP_PARTS = {
+    "resnet": (("backbone.bottom_up",), ()),
+    "fpn": (("backbone",), ("backbone.bottom_up",)),
+    "rpn": (("proposal_generator",), ()),
+    "box_head": (("roi_heads.box_head", "roi_heads.box_predictor"), ()),
+    "mask_head": (("roi_heads.mask_head",), ()),
+}
+
+
 def gflops(model, inputs):
-    """fvcore GFLOPs (multiply-adds) of one eval-mode forward of ``model`` on ``inputs``."""
+    """fvcore GFLOPs (multiply-adds) of one eval-mode forward of ``model`` on ``inputs``.
+
+    Returns:
+        (float, dict[str, float]): the total and the GFLOPs of each part of ``FLOP_PARTS``.
+    """
     from detectron2.utils.analysis import FlopCountAnalysis
 
     model.eval()
@@ -172,7 +186,16 @@ def gflops(model, inputs):
         counter = FlopCountAnalysis(model, inputs)
         counter.unsupported_ops_warnings(False)
         counter.uncalled_modules_warnings(False)
-        return counter.total() / 1e9
+        total, by_module = counter.total(), counter.by_module()
+    # Detectron2 wraps the model in a TracingAdapter, whose attribute "model" prefixes the names
+    def flops(name):
+        return by_module.get(f"model.{name}", by_module.get(name, 0))
+
+    parts = {
+        part: (sum(map(flops, added)) - sum(map(flops, subtracted))) / 1e9
+        for part, (added, subtracted) in FLOP_PARTS.items()
+    }
+    return total / 1e9, parts
 
 
 def list_images(source):

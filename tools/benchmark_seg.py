@@ -98,6 +98,10 @@ def parse_args(argv=None):
         "--proposals", type=int, default=None,
         help="MODEL.RPN.POST_NMS_TOPK_TEST (default: the config's, 1000 as in the paper)",
     )
+    parser.add_argument(
+        "--opts", nargs="+", default=[], metavar="KEY VALUE",
+        help="config overrides for every model (e.g. an architecture change to measure)",
+    )
     parser.add_argument("--no-flops", action="store_true", help="skip the fvcore flop count")
     parser.add_argument("--stages", action="store_true", help="time each stage (optimized)")
     parser.add_argument("--batch", type=int, default=2, help="training images per iteration")
@@ -106,6 +110,8 @@ def parse_args(argv=None):
     parser.add_argument("--json", help="also write the raw numbers to this file")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json")
     args = parser.parse_args(argv)
+    if len(args.opts) % 2:
+        parser.error("--opts takes KEY VALUE pairs")
     if args.runs < 1 or args.train_iters < 0 or args.batch < 1 or args.size < 128:
         parser.error("need --runs, --batch >= 1, --train-iters >= 0 and --size >= 128")
     if args.json and os.path.exists(args.json) and not args.overwrite:
@@ -174,7 +180,7 @@ def build(name, args):
         opts += ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", str(args.score_thresh)]
     if args.proposals is not None:
         opts += ["MODEL.RPN.POST_NMS_TOPK_TEST", str(args.proposals)]
-    cfg = get_config(name, opts)
+    cfg = get_config(name, opts + list(args.opts))
     torch.manual_seed(0)
     model = build_model(cfg)
     if name in args.weights:
@@ -291,7 +297,9 @@ def benchmark(name, args, inputs, train_batch):
     result["score_thresh"] = cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST
     result["proposals"] = cfg.MODEL.RPN.POST_NMS_TOPK_TEST
     result["max_detections"] = cfg.TEST.DETECTIONS_PER_IMAGE
-    result["gflops"] = None if args.no_flops else gflops(model, [inputs[0]])
+    result["gflops"], result["gflops_parts"] = (
+        (None, None) if args.no_flops else gflops(model, [inputs[0]])
+    )
     with tempfile.TemporaryDirectory() as folder:
         result["modes"] = [run_mode(m, model, inputs, args, folder) for m in args.modes]
     if args.stages:
@@ -332,19 +340,19 @@ def markdown(results):
     return "\n".join(lines)
 
 
-def stages_markdown(results):
-    """Median seconds per inference stage (optimized mode), one row per model."""
-    rows = [r for r in results if "stages" in r]
+def parts_markdown(results, key, fmt):
+    """One row per model of a dict of per-part numbers (``stages`` or ``gflops_parts``)."""
+    rows = [r for r in results if r.get(key)]
     if not rows:
         return ""
-    names = list(rows[0]["stages"])
+    names = list(rows[0][key])
     lines = ["| model | " + " | ".join(names) + " | sum |", "|---|" + "---:|" * (len(names) + 1)]
     for r in rows:
-        values = [r["stages"][n] for n in names]
+        values = [r[key][n] for n in names]
         lines.append(
             f"| {r['model']} | "
-            + " | ".join(f"{v:.4f}" for v in values)
-            + f" | {sum(values):.4f} |"
+            + " | ".join(fmt.format(v) for v in values)
+            + f" | {fmt.format(sum(values))} |"
         )
     return "\n".join(lines)
 
@@ -382,13 +390,17 @@ def main(argv=None):
         f"train batch {args.batch}, iters {args.train_iters} (warm-up {args.train_warmup}) | "
         f"score thresh {sorted({r['score_thresh'] for r in results})}, proposals "
         f"{sorted({r['proposals'] for r in results})}, at most "
-        f"{sorted({r['max_detections'] for r in results})} detections | weights "
+        f"{sorted({r['max_detections'] for r in results})} detections | opts {args.opts} | weights "
         f"{args.weights or 'random (seed 0)'} | input: {source} | command: `{command}`"
     )
     print(header + "\n")
     print(markdown(results))
     if args.stages:
-        print("\nmedian seconds per stage, optimized mode:\n\n" + stages_markdown(results))
+        print("\nmedian seconds per stage, optimized mode:\n")
+        print(parts_markdown(results, "stages", "{:.4f}"))
+    if not args.no_flops:
+        print("\nfvcore GFLOPs per part (eager model, first slice):\n")
+        print(parts_markdown(results, "gflops_parts", "{:.2f}"))
     diverged = [r["model"] for r in results if not np.isfinite(r.get("last_train_loss", 0.0))]
     if diverged:
         print(f"warning: non-finite training loss for {', '.join(diverged)}")
