@@ -9,8 +9,8 @@
     python tools/benchmark_seg.py --detections 16     # every model exactly 16 detections
 
 Modes: ``eager`` (the model as built, ``torch.no_grad``: before), ``optimized``
-(``ct_lesion_d2.export.optimize_for_inference``: BatchNorm folded, channels-last, threaded
-RoIAlign, ``torch.inference_mode``), ``torchscript`` and ``onnxruntime`` (exported through
+(``ct_lesion_d2.export.optimize_for_inference``: BatchNorm folded, channels-last, RoIAlign as a
+gather, ``torch.inference_mode``), ``torchscript`` and ``onnxruntime`` (exported through
 ``tools/export.py``'s code, masks pasted in Python as the eager model does). Each reports the
 median and p90 latency of one slice, the throughput with ``--throughput-batch`` slices per call,
 the peak memory of loading and running it, and the detections; each model also reports its
@@ -104,6 +104,10 @@ def parse_args(argv=None):
     )
     parser.add_argument("--no-flops", action="store_true", help="skip the fvcore flop count")
     parser.add_argument("--stages", action="store_true", help="time each stage (optimized)")
+    parser.add_argument(
+        "--profile", action="store_true",
+        help="torch.profiler top operators of one optimised inference and one training step",
+    )
     parser.add_argument("--batch", type=int, default=2, help="training images per iteration")
     parser.add_argument("--train-warmup", type=int, default=1, help="untimed training iters")
     parser.add_argument("--train-iters", type=int, default=5, help="timed iterations (0: none)")
@@ -286,6 +290,58 @@ def time_training(model, batch, device, warmup, iters):
     return times, float(loss.detach())
 
 
+def profile_ops(fn, top=8):
+    """The ``top`` operators by self CPU time of one call of ``fn`` (torch.profiler).
+
+    Returns:
+        list[dict]: ``op``, ``self_cpu_s``, ``share`` of the profiled self CPU time, ``calls``.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) or 1.0
+    return [
+        {"op": e.key, "self_cpu_s": e.self_cpu_time_total / 1e6,
+         "share": e.self_cpu_time_total / total, "calls": e.count}
+        for e in events[:top]
+    ]
+
+
+def profile_model(model, inputs, train_batch):
+    """Top operators of one optimised inference and one training iteration of ``model``."""
+    optimized = optimize_for_inference(copy.deepcopy(model))
+    with torch.inference_mode():
+        optimized([inputs[0]])  # warm-up
+        inference = profile_ops(lambda: optimized([inputs[0]]))
+    model.train()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.001)
+
+    def step():
+        loss = sum(model(train_batch).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    with EventStorage():
+        step()  # warm-up
+        training = profile_ops(step)
+    model.eval()
+    return {"inference": inference, "training": training}
+
+
+def profile_markdown(results):
+    """Top operators per model, for inference (optimized) and one training iteration."""
+    lines = []
+    for r in results:
+        for kind, ops in r.get("profile", {}).items():
+            lines.append(f"\n{r['model']}, {kind}: " + "; ".join(
+                f"{o['op']} {o['share']:.0%} ({o['self_cpu_s']:.3f} s, {o['calls']} calls)"
+                for o in ops))
+    return "\n".join(lines)
+
+
 def benchmark(name, args, inputs, train_batch):
     """All modes of one variant, its FLOPs, stages and training speed.
 
@@ -304,6 +360,8 @@ def benchmark(name, args, inputs, train_batch):
         result["modes"] = [run_mode(m, model, inputs, args, folder) for m in args.modes]
     if args.stages:
         result["stages"] = time_stages(model, inputs, args.runs, args.device)
+    if args.profile:
+        result["profile"] = profile_model(model, inputs, train_batch)
     if args.train_iters:
         train, loss = time_training(
             model, train_batch, args.device, args.train_warmup, args.train_iters
@@ -398,6 +456,8 @@ def main(argv=None):
     if args.stages:
         print("\nmedian seconds per stage, optimized mode:\n")
         print(parts_markdown(results, "stages", "{:.4f}"))
+    if args.profile:
+        print("\nprofile, top operators by self CPU time:" + profile_markdown(results))
     if not args.no_flops:
         print("\nfvcore GFLOPs per part (eager model, first slice):\n")
         print(parts_markdown(results, "gflops_parts", "{:.2f}"))

@@ -4,7 +4,8 @@ Importing this package also makes ``detectron2.export`` importable where caffe2 
 (``compat.py``), which ``TracingAdapter`` and fvcore flop counting need.
 """
 from .compat import ensure_detectron2_export
-from .optimize import ThreadedROIAlign, fold_batch_norm, optimize_for_inference
+from .gather_roi_align import GatherROIAlign, gather_roi_align
+from .optimize import fold_batch_norm, gather_roi_poolers, optimize_for_inference
 from .tracing import EXPORT_FORMATS, ExportedGraph, ExportError, check_exportable
 from .segmentation import (
     SEGMENTATION_TOLERANCES,
@@ -28,8 +29,8 @@ __all__ = [
     "ExportedClassifier",
     "ExportedGraph",
     "ExportedSegmenter",
+    "GatherROIAlign",
     "SEGMENTATION_TOLERANCES",
-    "ThreadedROIAlign",
     "check_exportable",
     "classifier_candidates",
     "compare_classification",
@@ -38,6 +39,8 @@ __all__ = [
     "export_classifier",
     "export_segmenter",
     "fold_batch_norm",
+    "gather_roi_align",
+    "gather_roi_poolers",
     "optimize_for_inference",
     "segmentation_adapter",
 ]
