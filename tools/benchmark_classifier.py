@@ -186,7 +186,8 @@ def volume(args, inputs):
                         # only counts are kept: 300 slices of pasted masks would fill memory
                         with grad_mode():  # grad mode is per thread
                             detections = [len(o["instances"]) for o in seg(chunk)]
-                            return detections, [int(o["pred_class"]) for o in cls(chunk)]
+                            probs = [o["class_probs"].tolist() for o in cls(chunk)]
+                            return detections, probs
 
                     process(chunks[0])  # warm-up
                     sync(args.device)
@@ -202,10 +203,14 @@ def volume(args, inputs):
                 "mode": mode, "batch": batch, "workers": workers, "seconds": seconds,
                 "seconds_per_slice": seconds / len(slices), "peak_mib": memory.peak_mib,
                 "detections": [n for counts, _ in outputs for n in counts],
-                "classes": [c for _, classes in outputs for c in classes],
+                "class_probs": [p for _, probs in outputs for p in probs],
             })
     first = passes[0]
     for p in passes:
+        p["classes"] = [max(range(len(q)), key=q.__getitem__) for q in p["class_probs"]]
+        p["max_class_prob_diff_to_first"] = max(
+            abs(a - b) for qa, qb in zip(p["class_probs"], first["class_probs"])
+            for a, b in zip(qa, qb))
         p["same_detection_counts_as_first"] = sum(
             a == b for a, b in zip(p["detections"], first["detections"]))
         p["same_classes_as_first"] = sum(a == b for a, b in zip(p["classes"], first["classes"]))
@@ -243,8 +248,8 @@ def volume_markdown(vol):
         f"{vol['weights'] or 'random'}\n",
         "| mode | slices per call | workers | total (s) | s/slice | peak memory (MiB) | "
         "detections (sum) | classes (0/1/2) | same detection counts as first | same classes as "
-        "first |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+        "first | largest class probability difference to first |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for p in vol["passes"]:
         classes = collections.Counter(p["classes"])
@@ -253,7 +258,8 @@ def volume_markdown(vol):
             f"{p['seconds_per_slice']:.3f} | "
             f"{p['peak_mib']:.0f} | {sum(p['detections'])} | "
             f"{classes[0]}/{classes[1]}/{classes[2]} | {p['same_detection_counts_as_first']}/"
-            f"{vol['slices']} | {p['same_classes_as_first']}/{vol['slices']} |"
+            f"{vol['slices']} | {p['same_classes_as_first']}/{vol['slices']} | "
+            f"{p['max_class_prob_diff_to_first']:.2g} |"
         )
     return "\n".join(lines)
 
