@@ -1,17 +1,28 @@
 #!/usr/bin/env python
-"""Benchmark inference latency and training speed of the segmentation variants.
+"""Benchmark inference and training of the segmentation variants: eager and optimised, exported.
 
-    python tools/benchmark_seg.py                                    # all seven, 512 x 512
-    python tools/benchmark_seg.py --models mask_rcnn_R18_T2 mask_rcnn_R50 --device cpu
-    python tools/benchmark_seg.py --score-thresh 0.0 --json bench.json
+    python tools/benchmark_seg.py                                   # all seven, every mode
+    python tools/benchmark_seg.py --images ../shared/data/medseg100/images \\
+        --weights mask_rcnn_R18_T1=output/.../model_final.pth --json bench.json
+    python tools/benchmark_seg.py --models mask_rcnn_R18_T1 mask_rcnn_R50 --modes eager optimized
+    python tools/benchmark_seg.py --models mask_rcnn_R18_T1 --stages --train-iters 0
+    python tools/benchmark_seg.py --detections 16     # every model exactly 16 detections
 
-Models are randomly initialised (``torch.manual_seed(0)``), so the detections that reach the
-mask head depend on ``--score-thresh``; the input is one deterministic SYNTHETIC slice (or
-``--image``). Prints a Markdown table; ``--json`` also writes the raw timings.
+Modes: ``eager`` (the model as built, ``torch.no_grad``: before), ``optimized``
+(``ct_lesion_d2.export.optimize_for_inference``: BatchNorm folded, channels-last, RoIAlign as a
+gather, ``torch.inference_mode``), ``torchscript`` and ``onnxruntime`` (exported through
+``tools/export.py``'s code, masks pasted in Python as the eager model does). Each reports the
+median and p90 latency of one slice, the throughput with ``--throughput-batch`` slices per call,
+the peak memory of loading and running it, and the detections; each model also reports its
+fvcore GFLOPs and, in eager mode, the seconds per training iteration. The peak memory covers
+building or loading the runner and the single-slice runs.
+
+Models are randomly initialised (``torch.manual_seed(0)``) unless ``--weights NAME=PATH`` gives
+a checkpoint; inputs are ``--images`` (real slices, cycled) or one synthetic slice. Prints a
+Markdown table; ``--json`` also writes the raw timings.
 """
 import argparse
-import datetime
-import gc
+import copy
 import os
 import statistics
 import sys
@@ -21,61 +32,112 @@ import time
 import numpy as np
 import pycocotools.mask as mask_util
 import torch
-from PIL import Image
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.modeling import build_model
+from detectron2.structures import BitMasks, Boxes, Instances
+from detectron2.utils.events import EventStorage
 from tqdm import tqdm
 
 import ct_lesion_d2  # noqa: F401  (registers backbones; provides detectron2._C if missing)
 from ct_lesion_d2.data.converters import TWO_LABEL_MERGED, mask_to_annotations
 from ct_lesion_d2.data.io import read_grey_image, read_label_mask, write_json_atomic
 from ct_lesion_d2.data.synthetic import generate_synthetic_slices
+from ct_lesion_d2.export import ExportedSegmenter, export_segmenter, optimize_for_inference
 from ct_lesion_d2.model_zoo import SEGMENTATION_VARIANTS, get_config
-from detectron2.modeling import build_model
-from detectron2.structures import BitMasks, Boxes, Instances
-from detectron2.utils.events import EventStorage
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchmark_common import (  # noqa: E402
+    gflops,
+    list_images,
+    machine,
+    measure,
+    quiet_warnings,
+    read_slices,
+    slice_input,
+    sync,
+)
 from count_params import count  # noqa: E402
 
 BASELINE = "mask_rcnn_R50"
+MODES = ("eager", "optimized", "torchscript", "onnxruntime")
+EXPORT_FORMAT = {"torchscript": "torchscript", "onnxruntime": "onnx"}
 
 
 def parse_args(argv=None):
     """Parse and check the command line; refuses an existing ``--json`` without ``--overwrite``."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--models",
-        nargs="+",
-        default=list(SEGMENTATION_VARIANTS),
-        choices=list(SEGMENTATION_VARIANTS),
-        metavar="NAME",
-        help="variants to run (default: all seven)",
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--size", type=int, default=512, help="slice side in pixels")
-    parser.add_argument("--image", help="grey slice to use instead of a synthetic one")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed inference runs")
-    parser.add_argument("--runs", type=int, default=10, help="timed inference runs")
     parser.add_argument(
-        "--score-thresh",
-        type=float,
-        default=None,
+        "--models", nargs="+", default=list(SEGMENTATION_VARIANTS),
+        choices=list(SEGMENTATION_VARIANTS), metavar="NAME", help="variants (default: all seven)",
+    )
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--size", type=int, default=512, help="slice side in pixels")
+    parser.add_argument("--image", help="one grey slice instead of the synthetic one")
+    parser.add_argument("--images", help="folder of real slices, cycled over the runs")
+    parser.add_argument(
+        "--weights", action="append", default=[], metavar="NAME=PATH",
+        help="checkpoint for a variant (repeatable); others stay randomly initialised",
+    )
+    parser.add_argument("--warmup", type=int, default=2, help="untimed inference runs")
+    parser.add_argument("--runs", type=int, default=10, help="timed single-slice runs")
+    parser.add_argument("--throughput-batch", type=int, default=4, help="slices per call")
+    parser.add_argument(
+        "--score-thresh", type=float, default=None,
         help="MODEL.ROI_HEADS.SCORE_THRESH_TEST (default: the config's)",
+    )
+    parser.add_argument(
+        "--detections", type=int, default=None,
+        help="exactly this many detections per slice for every model: score threshold 0 and "
+        "TEST.DETECTIONS_PER_IMAGE N (overrides --score-thresh)",
+    )
+    parser.add_argument(
+        "--proposals", type=int, default=None,
+        help="MODEL.RPN.POST_NMS_TOPK_TEST (default: the config's, 1000 as in the paper)",
+    )
+    parser.add_argument(
+        "--opts", nargs="+", default=[], metavar="KEY VALUE",
+        help="config overrides for every model (e.g. an architecture change to measure)",
+    )
+    parser.add_argument("--no-flops", action="store_true", help="skip the fvcore flop count")
+    parser.add_argument("--stages", action="store_true", help="time each stage (optimized)")
+    parser.add_argument(
+        "--profile", action="store_true",
+        help="torch.profiler top operators of one optimised inference and one training step",
     )
     parser.add_argument("--batch", type=int, default=2, help="training images per iteration")
     parser.add_argument("--train-warmup", type=int, default=1, help="untimed training iters")
-    parser.add_argument("--train-iters", type=int, default=5, help="timed training iterations")
+    parser.add_argument("--train-iters", type=int, default=5, help="timed iterations (0: none)")
     parser.add_argument("--json", help="also write the raw numbers to this file")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json")
     args = parser.parse_args(argv)
-    if args.runs < 1 or args.train_iters < 1 or args.batch < 1 or args.size < 128:
-        parser.error("need --runs, --train-iters, --batch >= 1 and --size >= 128")
+    if len(args.opts) % 2:
+        parser.error("--opts takes KEY VALUE pairs")
+    if args.runs < 1 or args.train_iters < 0 or args.batch < 1 or args.size < 128:
+        parser.error("need --runs, --batch >= 1, --train-iters >= 0 and --size >= 128")
     if args.json and os.path.exists(args.json) and not args.overwrite:
         parser.error(f"{args.json} exists; pass --overwrite to replace it")
+    exported = [m for m in args.modes if m in EXPORT_FORMAT]
+    if args.device.startswith("cuda") and exported:
+        parser.error(f"--modes {' '.join(exported)} run on the CPU here; on CUDA use --modes "
+                     "eager optimized")
+    weights = {}
+    for item in args.weights:
+        name, sep, path = item.partition("=")
+        if not sep or name not in SEGMENTATION_VARIANTS:
+            parser.error(f"--weights {item}: expected NAME=PATH with NAME a variant")
+        if not os.path.isfile(path):
+            parser.error(f"--weights {item}: {path} not found")
+        weights[name] = path
+    args.weights = weights
     return args
 
 
 def load_slice(size, image_path=None):
-    """The benchmark slice and its lesion instances.
+    """The training slice and its lesion instances.
 
     Args:
         size (int): side of the square slice.
@@ -93,52 +155,114 @@ def load_slice(size, image_path=None):
         annotations = mask_to_annotations(labels, TWO_LABEL_MERGED)
         masks = np.stack([mask_util.decode(a["segmentation"]).astype(bool) for a in annotations])
         return image, masks, f"synthetic COVID-19 slice (seed 0), {len(masks)} lesion(s)"
-    image = read_grey_image(image_path)
-    source = f"{image_path} ({image.shape[1]}x{image.shape[0]})"
-    if image.shape != (size, size):
-        image = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+    (image,) = read_slices([image_path], size)
     # No mask for a given image: one elliptical lesion where the image-left lung usually is.
     yy, xx = np.mgrid[:size, :size] / size
     masks = (((xx - 0.3) / 0.08) ** 2 + ((yy - 0.45) / 0.12) ** 2 < 1.0)[None]
-    return image, masks, f"{source}, 1 synthetic ellipse lesion"
+    return image, masks, f"{image_path}, 1 synthetic ellipse lesion"
 
 
 def make_inputs(image, masks):
     """Detectron2 input dicts: inference (no instances) and training (with ground truth)."""
-    tensor = torch.from_numpy(np.array(image)).float()[None].repeat(3, 1, 1)
+    inputs = slice_input(image)
     h, w = image.shape
     gt = Instances((h, w))
     bitmasks = BitMasks(torch.from_numpy(masks))
     gt.gt_boxes = Boxes(bitmasks.get_bounding_boxes().tensor)
     gt.gt_classes = torch.zeros(len(masks), dtype=torch.int64)
     gt.gt_masks = bitmasks
-    return {"image": tensor, "height": h, "width": w}, {"image": tensor, "instances": gt}
+    return inputs, {"image": inputs["image"], "instances": gt}
 
 
-def _sync(device):
-    """Wait for queued CUDA work, so that wall-clock timings cover it."""
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+def build(name, args):
+    """One variant (seed 0) in eval mode, with its checkpoint if ``--weights`` names one."""
+    opts = ["MODEL.DEVICE", args.device]
+    if args.detections is not None:
+        opts += ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]
+        opts += ["TEST.DETECTIONS_PER_IMAGE", str(args.detections)]
+    elif args.score_thresh is not None:
+        opts += ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", str(args.score_thresh)]
+    if args.proposals is not None:
+        opts += ["MODEL.RPN.POST_NMS_TOPK_TEST", str(args.proposals)]
+    cfg = get_config(name, opts + list(args.opts))
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    if name in args.weights:
+        DetectionCheckpointer(model).load(args.weights[name])
+    return model.eval(), cfg
 
 
-def time_inference(model, inputs, device, warmup, runs):
-    """Time ``model([inputs])`` in eval mode under ``torch.no_grad()``.
+def prepare(mode, model, example, folder):
+    """A callable ``list[dict] -> list[dict]`` for ``mode``, made from ``model``.
+
+    The exported modes trace ``model`` into ``folder`` first (not part of the measurements).
 
     Returns:
-        (list[float], list[int]): seconds of each timed run and its number of detections.
+        (callable, callable): ``setup()`` building the runner (measured for memory), and the
+        grad-mode context to call it in.
     """
-    model.eval()
-    times, detections = [], []
-    with torch.no_grad():
-        for i in range(warmup + runs):
-            _sync(device)
-            start = time.perf_counter()
-            outputs = model([inputs])
-            _sync(device)
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
-                detections.append(len(outputs[0]["instances"]))
-    return times, detections
+    if mode == "eager":
+        return (lambda: copy.deepcopy(model)), torch.no_grad
+    if mode == "optimized":
+        return (lambda: optimize_for_inference(copy.deepcopy(model))), torch.inference_mode
+    fmt = EXPORT_FORMAT[mode]
+    path = os.path.join(folder, f"segmenter.{fmt}")
+    export_segmenter(model, example["image"].cpu(), fmt, path, overwrite=True)
+    return (lambda: ExportedSegmenter(path)), torch.no_grad
+
+
+def run_mode(mode, model, inputs, args, folder):
+    """Latency, throughput, memory and detections of one mode.
+
+    Returns:
+        dict: raw seconds, their statistics and the median number of detections.
+    """
+    setup, grad_mode = prepare(mode, model, inputs[0], folder)
+    row, outputs = measure(
+        setup, grad_mode, inputs, args.runs, args.warmup, args.throughput_batch, args.device
+    )
+    row = {"mode": mode, **row}
+    row["detections"] = [len(o[0]["instances"]) for o in outputs]
+    row["detections_median"] = statistics.median(row["detections"])
+    return row
+
+
+def time_stages(model, inputs, runs, device):
+    """Median seconds of each inference stage of an optimised model (one slice per call).
+
+    Returns:
+        dict[str, float]: preprocess, backbone, rpn, box_pooler, box_head_nms, mask, paste.
+    """
+    model = optimize_for_inference(copy.deepcopy(model))
+    heads = model.roi_heads
+    stages = {}
+
+    def tick(name, start):
+        sync(device)
+        stages.setdefault(name, []).append(time.perf_counter() - start)
+        return time.perf_counter()
+
+    with torch.inference_mode():
+        for i in range(runs + 1):
+            batch = [inputs[i % len(inputs)]]
+            t = time.perf_counter()
+            images = model.preprocess_image(batch)
+            t = tick("preprocess", t)
+            features = model.backbone(images.tensor)
+            t = tick("backbone", t)
+            proposals, _ = model.proposal_generator(images, features, None)
+            t = tick("rpn", t)
+            boxes = [p.proposal_boxes for p in proposals]
+            box_features = heads.box_pooler([features[f] for f in heads.box_in_features], boxes)
+            t = tick("box_pooler", t)
+            predictions = heads.box_predictor(heads.box_head(box_features))
+            instances, _ = heads.box_predictor.inference(predictions, proposals)
+            t = tick("box_head_nms", t)
+            instances = heads.forward_with_given_boxes(features, instances)
+            t = tick("mask", t)
+            model._postprocess(instances, batch, images.image_sizes)
+            tick("paste", t)
+    return {name: statistics.median(v[1:]) for name, v in stages.items()}
 
 
 def time_training(model, batch, device, warmup, iters):
@@ -153,59 +277,140 @@ def time_training(model, batch, device, warmup, iters):
     times = []
     with EventStorage():  # Detectron2's heads log to the current storage while training
         for i in range(warmup + iters):
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
             losses = model(batch)
             loss = sum(losses.values())
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            _sync(device)
+            sync(device)
             if i >= warmup:
                 times.append(time.perf_counter() - start)
-    del optimizer
     return times, float(loss.detach())
 
 
-def benchmark(name, args, inputs, batch):
-    """Build one variant (seed 0), time inference and training, then free it.
+def profile_ops(fn, top=8):
+    """The ``top`` operators by self CPU time of one call of ``fn`` (torch.profiler).
 
     Returns:
-        dict: parameter counts (``count``), raw timings, medians, p90 and detection counts.
+        list[dict]: ``op``, ``self_cpu_s``, ``share`` of the profiled self CPU time, ``calls``.
     """
-    cfg = get_config(name, ["MODEL.DEVICE", args.device])
-    if args.score_thresh is not None:
-        cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = args.score_thresh
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    infer, dets = time_inference(model, inputs, args.device, args.warmup, args.runs)
-    train, loss = time_training(model, batch, args.device, args.train_warmup, args.train_iters)
-    row = {"model": name, **count(model), "score_thresh": cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST}
-    row.update(inference_s=infer, detections=dets, train_s=train, last_train_loss=loss)
-    row["inference_median"] = statistics.median(infer)
-    row["inference_p90"] = float(np.percentile(infer, 90))
-    row["train_median"] = statistics.median(train)
-    del model
-    gc.collect()
-    if args.device.startswith("cuda"):
-        torch.cuda.empty_cache()
-    return row
+    from torch.profiler import ProfilerActivity, profile
 
-
-def markdown(rows):
-    """The results table; ratio columns are "n/a" unless mask_rcnn_R50 was benchmarked."""
-    base = next((r for r in rows if r["model"] == BASELINE), None)
-    lines = [
-        "| model | params (M) | inference median (s) | inference p90 (s) | speed-up vs R50 | "
-        "train s/iter | train ratio vs R50 |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) or 1.0
+    return [
+        {"op": e.key, "self_cpu_s": e.self_cpu_time_total / 1e6,
+         "share": e.self_cpu_time_total / total, "calls": e.count}
+        for e in events[:top]
     ]
+
+
+def profile_model(model, inputs, train_batch):
+    """Top operators of one optimised inference and one training iteration of ``model``."""
+    optimized = optimize_for_inference(copy.deepcopy(model))
+    with torch.inference_mode():
+        optimized([inputs[0]])  # warm-up
+        inference = profile_ops(lambda: optimized([inputs[0]]))
+    model.train()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.001)
+
+    def step():
+        loss = sum(model(train_batch).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    with EventStorage():
+        step()  # warm-up
+        training = profile_ops(step)
+    model.eval()
+    return {"inference": inference, "training": training}
+
+
+def profile_markdown(results):
+    """Top operators per model, for inference (optimized) and one training iteration."""
+    lines = []
+    for r in results:
+        for kind, ops in r.get("profile", {}).items():
+            lines.append(f"\n{r['model']}, {kind}: " + "; ".join(
+                f"{o['op']} {o['share']:.0%} ({o['self_cpu_s']:.3f} s, {o['calls']} calls)"
+                for o in ops))
+    return "\n".join(lines)
+
+
+def benchmark(name, args, inputs, train_batch):
+    """All modes of one variant, its FLOPs, stages and training speed.
+
+    Returns:
+        dict: ``model``, counts, ``gflops``, ``modes`` (one row per mode), ``stages``, training.
+    """
+    model, cfg = build(name, args)
+    result = {"model": name, "weights": args.weights.get(name), **count(model)}
+    result["score_thresh"] = cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST
+    result["proposals"] = cfg.MODEL.RPN.POST_NMS_TOPK_TEST
+    result["max_detections"] = cfg.TEST.DETECTIONS_PER_IMAGE
+    result["gflops"], result["gflops_parts"] = (
+        (None, None) if args.no_flops else gflops(model, [inputs[0]])
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        result["modes"] = [run_mode(m, model, inputs, args, folder) for m in args.modes]
+    if args.stages:
+        result["stages"] = time_stages(model, inputs, args.runs, args.device)
+    if args.profile:
+        result["profile"] = profile_model(model, inputs, train_batch)
+    if args.train_iters:
+        train, loss = time_training(
+            model, train_batch, args.device, args.train_warmup, args.train_iters
+        )
+        result.update(train_s=train, train_median=statistics.median(train), last_train_loss=loss)
+    return result
+
+
+def markdown(results):
+    """The results table; ratios are against mask_rcnn_R50 in the same mode ("n/a" without)."""
+    base = next((r for r in results if r["model"] == BASELINE), None)
+    base_modes = {m["mode"]: m for m in base["modes"]} if base else {}
+    lines = [
+        "| model | mode | detections | GFLOPs | latency median (s) | p90 (s) | CPU s | "
+        "throughput (slices/s) | peak memory (MiB) | speed-up vs R50 | train s/iter | "
+        "train ratio vs R50 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        flops = f"{r['gflops']:.1f}" if r["gflops"] is not None else "n/a"
+        for m in r["modes"]:
+            b = base_modes.get(m["mode"])
+            speed = f"{b['latency_median'] / m['latency_median']:.2f}x" if b else "n/a"
+            train = ratio = ""
+            if m["mode"] == "eager" and "train_median" in r:
+                train = f"{r['train_median']:.3f}"
+                if base and "train_median" in base:
+                    ratio = f"{base['train_median'] / r['train_median']:.2f}x"
+            lines.append(
+                f"| {r['model']} | {m['mode']} | {m['detections_median']:g} | {flops} | "
+                f"{m['latency_median']:.4f} | {m['latency_p90']:.4f} | {m['cpu_median']:.3f} | "
+                f"{m['throughput']:.2f} | {m['peak_mib']:.0f} | {speed} | {train} | {ratio} |"
+            )
+    return "\n".join(lines)
+
+
+def parts_markdown(results, key, fmt):
+    """One row per model of a dict of per-part numbers (``stages`` or ``gflops_parts``)."""
+    rows = [r for r in results if r.get(key)]
+    if not rows:
+        return ""
+    names = list(rows[0][key])
+    lines = ["| model | " + " | ".join(names) + " | sum |", "|---|" + "---:|" * (len(names) + 1)]
     for r in rows:
-        speed = f"{base['inference_median'] / r['inference_median']:.2f}x" if base else "n/a"
-        ratio = f"{base['train_median'] / r['train_median']:.2f}x" if base else "n/a"
+        values = [r[key][n] for n in names]
         lines.append(
-            f"| {r['model']} | {r['params'] / 1e6:.2f} | {r['inference_median']:.4f} | "
-            f"{r['inference_p90']:.4f} | {speed} | {r['train_median']:.4f} | {ratio} |"
+            f"| {r['model']} | "
+            + " | ".join(fmt.format(v) for v in values)
+            + f" | {fmt.format(sum(values))} |"
         )
     return "\n".join(lines)
 
@@ -213,46 +418,55 @@ def markdown(rows):
 def main(argv=None):
     """Benchmark the chosen variants and print (and optionally save) the results."""
     args = parse_args(argv)
+    quiet_warnings()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     command = " ".join(sys.argv)
-    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    info = machine()
     image, masks, source = load_slice(args.size, args.image)
-    inputs, train_input = make_inputs(image, masks)
-    batch = [train_input] * args.batch
-    rows = []
+    single, train_input = make_inputs(image, masks)
+    if args.images:
+        files = list_images(args.images)
+        inputs = [slice_input(s, args.device) for s in read_slices(files, args.size)]
+        source = f"{len(files)} slices of {args.images} (cycled); training: {source}"
+    else:
+        inputs = [{**single, "image": single["image"].to(args.device)}]
+    train_input["image"] = train_input["image"].to(args.device)
+    results = []
     progress = tqdm(args.models, desc="models", unit="model")
     for name in progress:
         progress.set_postfix_str(name)
-        rows.append(benchmark(name, args, inputs, batch))
+        results.append(benchmark(name, args, inputs, [train_input] * args.batch))
     progress.close()
-    thresh = ", ".join(map(str, sorted({r["score_thresh"] for r in rows})))
-    thresh += " (--score-thresh)" if args.score_thresh is not None else " (config)"
-    device = args.device
-    if device.startswith("cuda"):
-        device += f" ({torch.cuda.get_device_name(torch.device(device))})"
+    info["load_average_after"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     header = (
-        f"{date} | device {device} | torch {torch.__version__} | threads "
-        f"{torch.get_num_threads()} | size {args.size} | runs {args.runs} (warmup {args.warmup})"
-        f" | train batch {args.batch}, iters {args.train_iters} (warmup {args.train_warmup})"
-        f" | score thresh {thresh} | input: {source} | command: `{command}`"
+        f"{info['date']} | {info['cpu']} ({info['cpu_count']} cores) | device {args.device}"
+        f"{' (' + info['cuda'] + ')' if args.device.startswith('cuda') else ''} | torch "
+        f"{info['torch']}, {info['torch_threads']} threads | load average before "
+        f"{info['load_average']}, after {info['load_average_after']} | size {args.size} | "
+        f"runs {args.runs} (warm-up {args.warmup}), throughput batch {args.throughput_batch} | "
+        f"train batch {args.batch}, iters {args.train_iters} (warm-up {args.train_warmup}) | "
+        f"score thresh {sorted({r['score_thresh'] for r in results})}, proposals "
+        f"{sorted({r['proposals'] for r in results})}, at most "
+        f"{sorted({r['max_detections'] for r in results})} detections | opts {args.opts} | weights "
+        f"{args.weights or 'random (seed 0)'} | input: {source} | command: `{command}`"
     )
     print(header + "\n")
-    print(markdown(rows))
-    dets = ", ".join(f"{r['model']} {statistics.median(r['detections']):g}" for r in rows)
-    print(f"\nmedian detections per inference (untrained models): {dets}")
-    diverged = [r["model"] for r in rows if not np.isfinite(r["last_train_loss"])]
+    print(markdown(results))
+    if args.stages:
+        print("\nmedian seconds per stage, optimized mode:\n")
+        print(parts_markdown(results, "stages", "{:.4f}"))
+    if args.profile:
+        print("\nprofile, top operators by self CPU time:" + profile_markdown(results))
+    if not args.no_flops:
+        print("\nfvcore GFLOPs per part (eager model, first slice):\n")
+        print(parts_markdown(results, "gflops_parts", "{:.2f}"))
+    diverged = [r["model"] for r in results if not np.isfinite(r.get("last_train_loss", 0.0))]
     if diverged:
         print(f"warning: non-finite training loss for {', '.join(diverged)}")
     if args.json:
-        meta = {
-            "date": date,
-            "device": device,
-            "torch": torch.__version__,
-            "command": command,
-            "threads": torch.get_num_threads(),
-            "input": source,
-            "args": vars(args),
-        }
-        write_json_atomic({"meta": meta, "models": rows}, args.json, overwrite=args.overwrite)
+        meta = {**info, "command": command, "input": source, "args": vars(args)}
+        write_json_atomic({"meta": meta, "models": results}, args.json, overwrite=args.overwrite)
         print(f"raw numbers written to {args.json}")
 
 

@@ -1,0 +1,205 @@
+"""Export the COVID-CT-Mask-Net classifier: two traced graphs and the RoI ranking in Python.
+
+Tracing records one path through the code. The ranked RoI batch (``roi_batch.py``) is
+data-dependent in a way a trace cannot keep: how many candidates survive the NMS decides
+whether and how often rows are replicated to fill B, and a traced graph would replay the
+replication of its example image on every image. So the classifier is exported where tracing
+is exact and the rest stays Python:
+
+1. ``<name>_detector``: image -> per-proposal class scores, decoded boxes and raw deltas
+   (backbone, RPN, RoI box head; through Detectron2's ``TracingAdapter``);
+2. ``build_roi_batch`` in Python (the same function as the eager model);
+3. ``<name>_s``: module S, the flattened B x 5 batch -> class logits.
+
+:class:`ExportedClassifier` chains them and returns what ``CTMaskNetClassifier`` returns.
+"""
+import copy
+import os
+
+import torch
+from detectron2.export import TracingAdapter
+from detectron2.structures import Boxes
+from torch.nn import functional as F
+
+from ..modeling.meta_arch.roi_batch import build_roi_batch
+from .optimize import fold_batch_norm
+from .tracing import EXPORT_FORMATS, ONNX_DEFAULT_OPSET, ExportedGraph, ExportError, export_graph
+
+__all__ = [
+    "CLASSIFIER_TOLERANCES",
+    "ExportedClassifier",
+    "classifier_candidates",
+    "compare_classification",
+    "export_classifier",
+    "exported_classifier_files",
+]
+
+# Largest differences accepted between the eager and the exported classifier.
+CLASSIFIER_TOLERANCES = {"class_probs": 1e-4, "roi_scores": 1e-4, "roi_boxes": 0.05}
+_CANDIDATES = ("scores", "boxes", "deltas")
+
+
+def classifier_candidates(model, inputs):
+    """Every (RoI, foreground class) candidate of one image, before ranking.
+
+    The same computation as ``CTMaskNetClassifier.roi_batches`` up to its call of
+    ``build_roi_batch``; written as a function of the model so that it can be traced.
+
+    Args:
+        model (CTMaskNetClassifier): in eval mode.
+        inputs (list[dict]): one image dict with ``"image"``.
+
+    Returns:
+        tuple[Tensor]: scores (R, K), decoded boxes (R, K, 4), raw deltas (R, K, 4).
+    """
+    images = model.preprocess_image(inputs)
+    features = model.backbone(images.tensor)
+    proposals, _ = model.proposal_generator(images, features, None)
+    heads = model.roi_heads
+    box_features = heads.box_pooler(
+        [features[f] for f in heads.box_in_features], [p.proposal_boxes for p in proposals]
+    )
+    predictions = heads.box_predictor(heads.box_head(box_features))
+    logits, deltas = predictions
+    num_fg = logits.shape[1] - 1
+    if model.sigmoid_scores:
+        scores = torch.sigmoid(logits[:, :num_fg])
+    else:
+        scores = F.softmax(logits, dim=1)[:, :num_fg]
+    boxes = heads.box_predictor.predict_boxes(predictions, proposals)[0]
+    boxes, deltas = (t.reshape(t.shape[0], -1, 4).expand(-1, num_fg, 4) for t in (boxes, deltas))
+    return scores, boxes, deltas
+
+
+def export_classifier(model, image, fmt, prefix, *, opset=ONNX_DEFAULT_OPSET, fold_bn=True,
+                      overwrite=False, meta=None):
+    """Write the classifier as ``<prefix>_detector`` and ``<prefix>_s`` TorchScript/ONNX files.
+
+    Args:
+        model (CTMaskNetClassifier): in eval mode; a copy is exported.
+        image (Tensor): (3, H, W) example input.
+        fmt (str): "torchscript" or "onnx".
+        prefix (str): path prefix, e.g. ``exported/classifier``.
+        opset, fold_bn, overwrite, meta: as for ``export_segmenter``.
+
+    Returns:
+        (str, str): the detector and the module S files.
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; choose from {list(EXPORT_FORMATS)}")
+    if not hasattr(model, "batch_options"):
+        raise ExportError(f"{type(model).__name__} is not a CTMaskNetClassifier")
+    existing = [p for p in exported_classifier_files(prefix, fmt) if os.path.exists(p)]
+    if existing and not overwrite:
+        raise FileExistsError(f"{existing[0]} exists; pass --overwrite to replace it")
+    model = copy.deepcopy(model).eval()
+    if fold_bn:
+        fold_batch_norm(model)
+    ext = EXPORT_FORMATS[fmt]
+    shared = {"fold_bn": fold_bn, **(meta or {})}
+    adapter = TracingAdapter(model, [{"image": image}], classifier_candidates).eval()
+    detector = export_graph(
+        adapter,
+        (image,),
+        fmt,
+        f"{prefix}_detector{ext}",
+        input_names=["image"],
+        output_names=list(_CANDIDATES),
+        dynamic_axes={"image": {1: "height", 2: "width"}, **{n: {0: "r"} for n in _CANDIDATES}},
+        meta={"kind": "classifier_detector", "batch_options": model.batch_options, **shared},
+        opset=opset,
+        overwrite=overwrite,
+    )
+    batch_size = model.batch_options["batch_size"]
+    s_module = export_graph(
+        model.classifier,
+        (torch.zeros(1, 5 * batch_size),),
+        fmt,
+        f"{prefix}_s{ext}",
+        input_names=["rows"],
+        output_names=["class_logits"],
+        dynamic_axes={"rows": {0: "n"}, "class_logits": {0: "n"}},
+        meta={"kind": "classifier_s", "batch_size": batch_size, **shared},
+        opset=opset,
+        overwrite=overwrite,
+    )
+    return detector, s_module
+
+
+class ExportedClassifier:
+    """An exported classifier with the eager model's calling convention (eval mode).
+
+    ``classifier(batched_inputs)`` returns per image ``class_logits``, ``class_probs``,
+    ``pred_class``, ``roi_boxes`` (``Boxes`` rescaled to ``height`` x ``width``) and
+    ``roi_scores``, as ``CTMaskNetClassifier`` does.
+    """
+
+    def __init__(self, prefix, fmt, num_threads=None):
+        """
+        Args:
+            prefix (str): the prefix given to :func:`export_classifier`.
+            fmt (str): "torchscript" or "onnx".
+            num_threads (int or None): ONNX Runtime threads (default: PyTorch's).
+        """
+        if fmt not in EXPORT_FORMATS:
+            raise ExportError(f"unknown export format {fmt!r}; choose from {list(EXPORT_FORMATS)}")
+        ext = EXPORT_FORMATS[fmt]
+        self.detector = ExportedGraph(f"{prefix}_detector{ext}", num_threads)
+        self.s_module = ExportedGraph(f"{prefix}_s{ext}", num_threads)
+        expected = ((self.detector, "classifier_detector"), (self.s_module, "classifier_s"))
+        for graph, kind in expected:
+            if graph.meta.get("kind") != kind:
+                raise ExportError(f"{graph.path}: not a {kind} export")
+        self.batch_options = self.detector.meta["batch_options"]
+
+    def __call__(self, batched_inputs):
+        results = []
+        for inputs in batched_inputs:
+            image = inputs["image"]
+            height, width = image.shape[-2:]
+            candidates = self.detector(image)
+            batch = build_roi_batch(
+                *(candidates[n] for n in _CANDIDATES), (height, width), **self.batch_options
+            )
+            logits = self.s_module(batch.rows.reshape(1, -1))["class_logits"][0]
+            roi_boxes = Boxes(batch.boxes.clone())
+            roi_boxes.scale(
+                inputs.get("width", width) / width, inputs.get("height", height) / height
+            )
+            results.append(
+                {
+                    "class_logits": logits,
+                    "class_probs": torch.sigmoid(logits),
+                    "pred_class": logits.argmax(),
+                    "roi_boxes": roi_boxes,
+                    "roi_scores": batch.scores,
+                }
+            )
+        return results
+
+
+def compare_classification(reference, candidate, tolerances=None):
+    """Compare one image's eager and exported classifier outputs.
+
+    Returns:
+        dict: ``max_abs_diff`` per compared output, ``same_class`` and ``ok``.
+    """
+    tolerances = CLASSIFIER_TOLERANCES if tolerances is None else tolerances
+    diffs = {}
+    for name in tolerances:
+        ref, got = reference[name], candidate[name]
+        ref, got = (x.tensor if isinstance(x, Boxes) else x for x in (ref, got))
+        if ref.shape != got.shape:
+            diffs[name] = float("inf")
+        else:
+            diffs[name] = (ref.double() - got.double()).abs().max().item() if ref.numel() else 0.0
+    same_class = int(reference["pred_class"]) == int(candidate["pred_class"])
+    ok = same_class and all(diffs[n] <= tolerances[n] for n in tolerances)
+    return {"max_abs_diff": diffs, "same_class": same_class, "ok": ok}
+
+
+def exported_classifier_files(prefix, fmt):
+    """The files :func:`export_classifier` writes for ``prefix`` and ``fmt`` (with sidecars)."""
+    ext = EXPORT_FORMATS[fmt]
+    graphs = [f"{prefix}_detector{ext}", f"{prefix}_s{ext}"]
+    return graphs + [g + ".json" for g in graphs]
