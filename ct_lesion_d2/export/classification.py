@@ -21,6 +21,7 @@ from detectron2.export import TracingAdapter
 from detectron2.structures import Boxes
 from torch.nn import functional as F
 
+from ..modeling.meta_arch.covid_ct_mask_net import CTMaskNetClassifier
 from ..modeling.meta_arch.roi_batch import build_roi_batch
 from .optimize import fold_batch_norm
 from .tracing import EXPORT_FORMATS, ONNX_DEFAULT_OPSET, ExportedGraph, ExportError, export_graph
@@ -130,8 +131,8 @@ class ExportedClassifier:
     """An exported classifier with the eager model's calling convention (eval mode).
 
     ``classifier(batched_inputs)`` returns per image ``class_logits``, ``class_probs``,
-    ``pred_class``, ``roi_boxes`` (``Boxes`` rescaled to ``height`` x ``width``) and
-    ``roi_scores``, as ``CTMaskNetClassifier`` does.
+    ``pred_class``, ``roi_boxes`` (``Boxes`` rescaled to ``height`` x ``width``),
+    ``roi_scores`` and ``roi_num_detections``, as ``CTMaskNetClassifier`` does.
     """
 
     def __init__(self, prefix, fmt, num_threads=None):
@@ -168,11 +169,10 @@ class ExportedClassifier:
             )
             results.append(
                 {
-                    "class_logits": logits,
-                    "class_probs": torch.sigmoid(logits),
-                    "pred_class": logits.argmax(),
+                    **CTMaskNetClassifier._class_outputs(logits),
                     "roi_boxes": roi_boxes,
                     "roi_scores": batch.scores,
+                    "roi_num_detections": batch.num_detections,
                 }
             )
         return results
