@@ -19,9 +19,8 @@ import os
 import torch
 from detectron2.export import TracingAdapter
 from detectron2.structures import Boxes
-from torch.nn import functional as F
 
-from ..modeling.meta_arch.covid_ct_mask_net import CTMaskNetClassifier
+from ..modeling.meta_arch.covid_ct_mask_net import CTMaskNetClassifier, roi_candidates
 from ..modeling.meta_arch.roi_batch import build_roi_batch
 from .optimize import fold_batch_norm
 from .tracing import EXPORT_FORMATS, ONNX_DEFAULT_OPSET, ExportedGraph, ExportError, export_graph
@@ -43,8 +42,9 @@ _CANDIDATES = ("scores", "boxes", "deltas")
 def classifier_candidates(model, inputs):
     """Every (RoI, foreground class) candidate of one image, before ranking.
 
-    The same computation as ``CTMaskNetClassifier.roi_batches`` up to its call of
-    ``build_roi_batch``; written as a function of the model so that it can be traced.
+    The model's own ``roi_candidates`` over its backbone and RPN: what
+    ``CTMaskNetClassifier.roi_batches`` computes before ``build_roi_batch``, as a function of
+    the model so that it can be traced.
 
     Args:
         model (CTMaskNetClassifier): in eval mode.
@@ -56,20 +56,7 @@ def classifier_candidates(model, inputs):
     images = model.preprocess_image(inputs)
     features = model.backbone(images.tensor)
     proposals, _ = model.proposal_generator(images, features, None)
-    heads = model.roi_heads
-    box_features = heads.box_pooler(
-        [features[f] for f in heads.box_in_features], [p.proposal_boxes for p in proposals]
-    )
-    predictions = heads.box_predictor(heads.box_head(box_features))
-    logits, deltas = predictions
-    num_fg = logits.shape[1] - 1
-    if model.sigmoid_scores:
-        scores = torch.sigmoid(logits[:, :num_fg])
-    else:
-        scores = F.softmax(logits, dim=1)[:, :num_fg]
-    boxes = heads.box_predictor.predict_boxes(predictions, proposals)[0]
-    boxes, deltas = (t.reshape(t.shape[0], -1, 4).expand(-1, num_fg, 4) for t in (boxes, deltas))
-    return scores, boxes, deltas
+    return roi_candidates(model.roi_heads, features, proposals, model.sigmoid_scores)
 
 
 def export_classifier(model, image, fmt, prefix, *, opset=ONNX_DEFAULT_OPSET, fold_bn=True,
@@ -163,18 +150,7 @@ class ExportedClassifier:
                 *(candidates[n] for n in _CANDIDATES), (height, width), **self.batch_options
             )
             logits = self.s_module(batch.rows.reshape(1, -1))["class_logits"][0]
-            roi_boxes = Boxes(batch.boxes.clone())
-            roi_boxes.scale(
-                inputs.get("width", width) / width, inputs.get("height", height) / height
-            )
-            results.append(
-                {
-                    **CTMaskNetClassifier._class_outputs(logits),
-                    "roi_boxes": roi_boxes,
-                    "roi_scores": batch.scores,
-                    "roi_num_detections": batch.num_detections,
-                }
-            )
+            results.append(CTMaskNetClassifier.image_outputs(logits, batch, inputs, (height, width)))
         return results
 
 

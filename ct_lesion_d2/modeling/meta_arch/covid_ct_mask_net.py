@@ -42,22 +42,19 @@ def build_s_module(batch_detections, hidden_dim, num_classes):
     )
 
 
-def ranked_roi_batches(roi_heads, features, proposals, sigmoid_scores=False, **batch_options):
-    """The ranked RoI batch of each image, from the RoI box branch of a Mask R-CNN.
-
-    Used by the classifier, and by the predictor to show the batch a segmentation model would
-    hand to module S.
+def roi_candidates(roi_heads, features, proposals, sigmoid_scores=False):
+    """Per-proposal class confidences, decoded boxes and raw deltas of the RoI box branch.
 
     Args:
         roi_heads (StandardROIHeads): gives the box pooler, head and predictor.
         features (dict[str, Tensor]): backbone features.
         proposals (list[Instances]): RPN proposals, one per image.
         sigmoid_scores (bool): sigmoid of the class logit as confidence instead of softmax.
-        **batch_options: ``build_roi_batch`` options (batch_size, score_thresh, nms_thresh,
-            remove_empty_boxes, row_features).
 
     Returns:
-        list[RoIBatch]: rows (B, 5), boxes (B, 4), scores (B,) per image.
+        tuple[Tensor]: scores (R, K), boxes (R, K, 4) and deltas (R, K, 4) of the R proposals
+        of all images in order, K foreground classes (class-agnostic regression: the same box
+        for every class).
     """
     box_features = roi_heads.box_pooler(
         [features[f] for f in roi_heads.box_in_features], [p.proposal_boxes for p in proposals]
@@ -70,8 +67,25 @@ def ranked_roi_batches(roi_heads, features, proposals, sigmoid_scores=False, **b
     else:
         scores = F.softmax(logits, dim=1)[:, :num_fg]
     boxes = torch.cat(roi_heads.box_predictor.predict_boxes(predictions, proposals))
-    # class-agnostic regression: the same box for every class
     boxes, deltas = (t.reshape(len(t), -1, 4).expand(-1, num_fg, 4) for t in (boxes, deltas))
+    return scores, boxes, deltas
+
+
+def ranked_roi_batches(roi_heads, features, proposals, sigmoid_scores=False, **batch_options):
+    """The ranked RoI batch of each image, from the RoI box branch of a Mask R-CNN.
+
+    Used by the classifier, and by the predictor to show the batch a segmentation model would
+    hand to module S.
+
+    Args:
+        roi_heads, features, proposals, sigmoid_scores: as :func:`roi_candidates`.
+        **batch_options: ``build_roi_batch`` options (batch_size, score_thresh, nms_thresh,
+            remove_empty_boxes, row_features).
+
+    Returns:
+        list[RoIBatch]: rows (B, 5), boxes (B, 4), scores (B,) per image.
+    """
+    scores, boxes, deltas = roi_candidates(roi_heads, features, proposals, sigmoid_scores)
     sizes = [len(p) for p in proposals]
     return [
         build_roi_batch(s, b, d, p.image_size, **batch_options)
@@ -241,23 +255,29 @@ class CTMaskNetClassifier(GeneralizedRCNN):
 
     def _outputs(self, logits, batches, batched_inputs, image_sizes):
         """Per-image inference dicts, with ``roi_boxes`` rescaled to the output resolution."""
-        results = []
-        for logit, batch, inputs, (height, width) in zip(
-            logits, batches, batched_inputs, image_sizes
-        ):
-            roi_boxes = Boxes(batch.boxes.detach().clone())
-            roi_boxes.scale(
-                inputs.get("width", width) / width, inputs.get("height", height) / height
+        return [
+            self.image_outputs(logit, batch, inputs, image_size)
+            for logit, batch, inputs, image_size in zip(
+                logits, batches, batched_inputs, image_sizes
             )
-            results.append(
-                {
-                    **self._class_outputs(logit),
-                    "roi_boxes": roi_boxes,
-                    "roi_scores": batch.scores,
-                    "roi_num_detections": batch.num_detections,
-                }
-            )
-        return results
+        ]
+
+    @classmethod
+    def image_outputs(cls, logit, batch, inputs, image_size):
+        """One image's inference dict from its logits and :class:`RoIBatch`.
+
+        ``image_size`` is the (height, width) the RoI boxes are in; they are rescaled to the
+        input's ``height``/``width`` where given. Exported classifiers use it too.
+        """
+        height, width = image_size
+        roi_boxes = Boxes(batch.boxes.detach().clone())
+        roi_boxes.scale(inputs.get("width", width) / width, inputs.get("height", height) / height)
+        return {
+            **cls._class_outputs(logit),
+            "roi_boxes": roi_boxes,
+            "roi_scores": batch.scores,
+            "roi_num_detections": batch.num_detections,
+        }
 
     @staticmethod
     def _class_outputs(logit):
