@@ -19,6 +19,7 @@ from ct_lesion_d2.export import (
     ExportError,
     GatherROIAlign,
     check_exportable,
+    classifier_candidates,
     compare_classification,
     compare_segmentation,
     export_classifier,
@@ -46,7 +47,9 @@ SMALL = [
 
 def images():
     rng = np.random.default_rng(0)
-    sizes = [(200, 249), (160, 192)]  # the second size checks the dynamic height and width
+    # the second size checks the dynamic height and width; the third has fewer anchors than
+    # POST_NMS_TOPK_TEST, so fewer proposals than the traced image (a dynamic proposal count)
+    sizes = [(200, 249), (160, 192), (16, 32)]
     return [torch.as_tensor(rng.integers(0, 255, (3, h, w)), dtype=torch.float32) for h, w in sizes]
 
 
@@ -102,6 +105,9 @@ def test_classifier_export_matches_eager(classifier, fmt, tmp_path):
     prefix = str(tmp_path / "classifier")
     export_classifier(classifier, images()[0], fmt, prefix)
     exported = ExportedClassifier(prefix, fmt)
+    with torch.no_grad():
+        counts = [len(classifier_candidates(classifier, [{"image": x}])[0]) for x in images()]
+    assert len(set(counts)) > 1, counts  # the check covers a proposal count unlike the trace's
     for image in images():
         with torch.no_grad():
             reference = classifier([{"image": image}])[0]

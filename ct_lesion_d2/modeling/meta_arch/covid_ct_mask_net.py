@@ -67,7 +67,8 @@ def roi_candidates(roi_heads, features, proposals, sigmoid_scores=False):
     else:
         scores = F.softmax(logits, dim=1)[:, :num_fg]
     boxes = torch.cat(roi_heads.box_predictor.predict_boxes(predictions, proposals))
-    boxes, deltas = (t.reshape(len(t), -1, 4).expand(-1, num_fg, 4) for t in (boxes, deltas))
+    # shape[0], not len(): a traced graph keeps it dynamic
+    boxes, deltas = (t.reshape(t.shape[0], -1, 4).expand(-1, num_fg, 4) for t in (boxes, deltas))
     return scores, boxes, deltas
 
 
