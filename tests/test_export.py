@@ -148,6 +148,14 @@ def test_export_tool_refuses_an_old_opset(tmp_path):
     assert not os.path.exists(tmp_path / "out")
 
 
+def test_export_tool_keeps_config_overrides_after_images(tmp_path):
+    # README form: --images DIR, then the overrides; argparse alone gives them to --images
+    args = export_tool.parse_args(["--config-file", "c.yaml", "--output", "o", "--images",
+                                   str(tmp_path), "MODEL.WEIGHTS", "m.pth", "MODEL.DEVICE", "cpu"])
+    assert args.images == [str(tmp_path)]
+    assert args.opts == ["MODEL.WEIGHTS", "m.pth", "MODEL.DEVICE", "cpu"]
+
+
 def test_optimized_model_matches_eager(segmenter):
     optimized = optimize_for_inference(copy.deepcopy(segmenter))
     assert not any(isinstance(getattr(m, "norm", None), torch.nn.BatchNorm2d)

@@ -23,6 +23,7 @@ import copy
 import glob
 import logging
 import os
+import re
 import sys
 import time
 
@@ -59,6 +60,7 @@ from ct_lesion_d2.export.tracing import ONNX_DEFAULT_OPSET
 from ct_lesion_d2.model_zoo import get_config
 
 logger = logging.getLogger("ct_lesion_d2.export")
+CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
@@ -79,9 +81,24 @@ def parse_args(argv=None):
     parser.add_argument("--overwrite", action="store_true", help="replace existing exports")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE")
     args = parser.parse_args(argv)
+    args.images, args.opts = split_config_overrides(args.images, args.opts)
     if not args.images and not args.eval_dataset:
         parser.error("give --images (check slices) or --eval-dataset (its images are checked)")
     return args
+
+
+def split_config_overrides(images, opts):
+    """Give back the config overrides that ``--images`` swallowed.
+
+    argparse hands ``--images`` every word up to the next flag, so in ``--images DIR
+    MODEL.WEIGHTS model.pth`` the override would be read as two more images. The first word
+    that looks like a config key (``MODEL.WEIGHTS``: upper case with dots) and is not a path
+    starts the overrides.
+    """
+    for i, word in enumerate(images):
+        if CONFIG_KEY.match(word) and not os.path.exists(word):
+            return images[:i], images[i:] + opts
+    return images, opts
 
 
 def list_images(sources, limit):
@@ -211,14 +228,15 @@ def print_summary(reports, classifier):
             for k in report["images"][0]["max_abs_diff"]
         }
         failed = [r["image"] for r in report["images"] if not r["ok"]]
+        detections = ""
         if not classifier:
             pasted = [r["pasted_mask_pixels_differing"] or 0.0 for r in report["images"]]
-            dets = sum(r["detections"][0] for r in report["images"])
             worst["pasted mask pixels"] = max(pasted)
-            worst["detections (eager, all slices)"] = dets
+            detections = f" ({sum(r['detections'][0] for r in report['images'])} detections)"
         print(
-            f"{fmt}: {'OK' if report['ok'] else 'FAILED'} on {len(report['images'])} slices; "
-            f"largest differences {', '.join(f'{k} {v:.3g}' for k, v in worst.items())}"
+            f"{fmt}: {'OK' if report['ok'] else 'FAILED'} on {len(report['images'])} slices"
+            f"{detections}; largest differences "
+            f"{', '.join(f'{k} {v:.3g}' for k, v in worst.items())}"
             + (f"; failed: {failed}" if failed else "")
         )
 
