@@ -212,7 +212,7 @@ def list_images(source):
 
 def slice_input(image, device="cpu"):
     """Detectron2 inference input for an HxW uint8 slice (grey replicated to 3 channels)."""
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).float()[None].repeat(3, 1, 1)
+    tensor = torch.from_numpy(np.array(image, dtype=np.float32))[None].repeat(3, 1, 1)
     h, w = image.shape
     return {"image": tensor.to(device), "height": h, "width": w}
 
