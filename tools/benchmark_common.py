@@ -10,7 +10,6 @@ fvcore's count through Detectron2's ``FlopCountAnalysis`` (one fused multiply-ad
 import ctypes
 import datetime
 import gc
-import glob
 import os
 import platform
 import resource
@@ -23,9 +22,8 @@ import numpy as np
 import torch
 
 import ct_lesion_d2.export  # noqa: F401  (makes detectron2.export and its analysis importable)
-from ct_lesion_d2.data.io import read_grey_image
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+from ct_lesion_d2.data.io import DatasetFormatError, read_grey_image
+from ct_lesion_d2.data.scans import list_image_files
 
 
 def quiet_warnings():
@@ -199,15 +197,13 @@ def gflops(model, inputs):
 
 
 def list_images(source):
-    """Sorted image files of a folder (or the one file given)."""
+    """Image files of a folder in natural order (or the one file given)."""
     if os.path.isfile(source):
         return [source]
-    files = sorted(
-        f for f in glob.glob(os.path.join(source, "*")) if f.lower().endswith(IMAGE_EXTENSIONS)
-    )
-    if not files:
-        raise SystemExit(f"{source}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
-    return files
+    try:
+        return list_image_files(source)
+    except DatasetFormatError as e:
+        raise SystemExit(str(e))
 
 
 def slice_input(image, device="cpu"):

@@ -20,7 +20,6 @@ replaced only with ``--overwrite``.
 """
 import argparse
 import copy
-import glob
 import logging
 import os
 import re
@@ -36,7 +35,8 @@ from detectron2.utils.logger import setup_logger
 from tqdm import tqdm
 
 import ct_lesion_d2  # noqa: F401  (registers backbones and datasets)
-from ct_lesion_d2.data.io import read_grey_image, write_json_atomic
+from ct_lesion_d2.data.io import DatasetFormatError, read_grey_image, write_json_atomic
+from ct_lesion_d2.data.scans import list_image_files
 from ct_lesion_d2.engine import CTLesionTrainer, resolve_device
 from ct_lesion_d2.engine.trainer import is_classifier
 from ct_lesion_d2.export import (
@@ -61,7 +61,6 @@ from ct_lesion_d2.model_zoo import get_config
 
 logger = logging.getLogger("ct_lesion_d2.export")
 CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 def parse_args(argv=None):
@@ -102,17 +101,14 @@ def split_config_overrides(images, opts):
 
 
 def list_images(sources, limit):
-    """Image files from files and folders (sorted within a folder), at most ``limit``."""
+    """Image files from files and folders (natural order within a folder), at most ``limit``."""
     files = []
     for source in sources:
         if os.path.isdir(source):
-            found = sorted(
-                f for f in glob.glob(os.path.join(source, "*"))
-                if f.lower().endswith(IMAGE_EXTENSIONS)
-            )
-            if not found:
-                raise SystemExit(f"{source}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
-            files.extend(found)
+            try:
+                files.extend(list_image_files(source))
+            except DatasetFormatError as e:
+                raise SystemExit(str(e))
         elif os.path.isfile(source):
             files.append(source)
         else:

@@ -11,10 +11,9 @@ import re
 import numpy as np
 
 from .converters import split_by_group
-from .io import DatasetFormatError
+from .io import IMAGE_EXTENSIONS, DatasetFormatError
 
 COVIDX_CLASS_NAMES = ("Normal", "Common Pneumonia", "COVID-19")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 # COVIDx-CT names: <Normal|CP|NCP>_<patient>_<scan>_<slice>.png
 _COVIDX_NAME = re.compile(r"^(Normal|CP|NCP)_([^_]+)_")

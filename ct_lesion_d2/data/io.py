@@ -9,6 +9,10 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 
+# File extensions read as image slices (PNG/JPG and the other formats PIL decodes).
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
 class DatasetFormatError(ValueError):
     """A dataset file is missing, unreadable or inconsistent; the message names the file."""
 

@@ -26,7 +26,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from .io import DatasetFormatError, read_grey_image
+from .io import IMAGE_EXTENSIONS, DatasetFormatError, read_grey_image
 
 __all__ = [
     "PADDING_BELOW_HU",
@@ -34,6 +34,7 @@ __all__ = [
     "Scan",
     "folder_kind",
     "list_dicom_series",
+    "list_image_files",
     "read_dicom_file",
     "read_dicom_series",
     "read_image_slices",
@@ -48,7 +49,6 @@ PADDING_HU = -3024.0
 # Without a padding tag, HU values below this are padding: the CT scale starts at -1024.
 PADDING_BELOW_HU = -1500.0
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 NIFTI_EXTENSIONS = (".nii", ".nii.gz")
 # Files a DICOM folder may hold besides the slices.
 _IGNORED_FILES = ("DICOMDIR", "Thumbs.db")
@@ -583,6 +583,18 @@ def _natural_key(name):
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
 
 
+def list_image_files(folder):
+    """The image slices of a folder (not searched recursively), in natural file-name order.
+
+    Raises:
+        DatasetFormatError: the folder is missing or holds no image file.
+    """
+    paths = [p for p in _folder_files(folder) if p.lower().endswith(IMAGE_EXTENSIONS)]
+    if not paths:
+        raise DatasetFormatError(folder, f"no image files ({', '.join(IMAGE_EXTENSIONS)})")
+    return sorted(paths, key=lambda p: _natural_key(os.path.basename(p)))
+
+
 def read_image_slices(path_or_folder):
     """Read an 8-bit slice, or a folder of them (natural file-name order), as one scan.
 
@@ -594,12 +606,7 @@ def read_image_slices(path_or_folder):
         DatasetFormatError: unreadable file, a folder with no images, or a size mismatch.
     """
     if os.path.isdir(path_or_folder):
-        paths = [p for p in _folder_files(path_or_folder) if p.lower().endswith(IMAGE_EXTENSIONS)]
-        paths.sort(key=lambda p: _natural_key(os.path.basename(p)))
-        if not paths:
-            raise DatasetFormatError(
-                path_or_folder, f"no image files ({', '.join(IMAGE_EXTENSIONS)})"
-            )
+        paths = list_image_files(path_or_folder)
     else:
         paths = [path_or_folder]
     slices = []
