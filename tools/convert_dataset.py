@@ -17,6 +17,7 @@ import os
 import sys
 
 from ct_lesion_d2.data import DatasetFormatError
+from ct_lesion_d2.data.io import refuse_existing
 from ct_lesion_d2.data.converters import LAYOUTS, convert_layout
 
 
@@ -45,10 +46,9 @@ def main(argv=None):
         if layout == "synthetic":
             from ct_lesion_d2.data.synthetic import generate_synthetic_slices
 
-            for split in ("train", "val"):  # refuse before any slice is drawn
-                path = os.path.join(args.output, "annotations", f"{split}.json")
-                if os.path.exists(path) and not args.overwrite:
-                    raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+            # refuse before any slice is drawn
+            refuse_existing([os.path.join(args.output, "annotations", f"{split}.json")
+                             for split in ("train", "val")], args.overwrite)
             source = os.path.join(args.output, "slices")
             generate_synthetic_slices(
                 source, args.num_slices, seed=args.seed, size=args.size, overwrite=args.overwrite

@@ -25,6 +25,7 @@ from .io import (
     is_high_bit_depth,
     read_grey_image,
     read_label_mask,
+    refuse_existing,
 )
 
 logger = logging.getLogger(__name__)
@@ -216,7 +217,7 @@ def convert_pairs(
             if is_high_bit_depth(image_path):
                 relative = os.path.splitext(os.path.relpath(image_path, image_root))[0] + ".png"
                 copies[image_path] = os.path.join(output_dir, "images_8bit", relative)
-    _refuse_existing(list(outputs.values()) + list(copies.values()), overwrite)
+    refuse_existing(list(outputs.values()) + list(copies.values()), overwrite)
     # Both splits carry one conversion id, so that a loader can tell a pair of files written by
     # one conversion from a mix left by an interrupted --overwrite.
     info = {"image_root": os.path.abspath(image_root), "min_area": min_area,
@@ -270,15 +271,6 @@ def convert_pairs(
 
 def _png_name(path):
     return os.path.splitext(os.path.basename(path))[0] + ".png"
-
-
-def _refuse_existing(paths, overwrite):
-    if overwrite:
-        return
-    existing = [p for p in paths if os.path.exists(p)]
-    if existing:
-        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-        raise FileExistsError(f"{existing[0]} exists{more}; pass --overwrite to replace it")
 
 
 # layout name -> (lister, declared mask values, merged categories, separate categories, transposed)

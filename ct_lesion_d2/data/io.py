@@ -274,6 +274,17 @@ def recover_folder(final):
     return done
 
 
+def refuse_existing(paths, overwrite=False):
+    """Raise ``FileExistsError`` naming the first of ``paths`` that exists, unless ``overwrite``;
+    called before any work so that nothing is half done when an output is refused."""
+    if overwrite:
+        return
+    existing = [p for p in paths if os.path.exists(p)]
+    if existing:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise FileExistsError(f"{existing[0]} exists{more}; pass --overwrite to replace it")
+
+
 def atomic_write(path, write, mode="wb"):
     """Create or replace ``path`` through a temporary file in its folder and ``os.replace``, so
     an interruption leaves either the previous file or the complete new one."""

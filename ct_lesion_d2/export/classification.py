@@ -14,7 +14,6 @@ is exact and the rest stays Python:
 :class:`ExportedClassifier` chains them and returns what ``CTMaskNetClassifier`` returns.
 """
 import copy
-import os
 
 import torch
 from detectron2.export import TracingAdapter
@@ -22,8 +21,17 @@ from detectron2.structures import Boxes
 
 from ..modeling.meta_arch.covid_ct_mask_net import CTMaskNetClassifier, roi_candidates
 from ..modeling.meta_arch.roi_batch import build_roi_batch
+from ..data.io import refuse_existing
 from .optimize import fold_batch_norm
-from .tracing import EXPORT_FORMATS, ONNX_DEFAULT_OPSET, ExportedGraph, ExportError, export_graph
+from .tracing import (
+    EXPORT_FORMATS,
+    ONNX_DEFAULT_OPSET,
+    ExportedGraph,
+    ExportError,
+    check_format,
+    export_graph,
+    max_abs_difference,
+)
 
 __all__ = [
     "CLASSIFIER_TOLERANCES",
@@ -73,13 +81,10 @@ def export_classifier(model, image, fmt, prefix, *, opset=ONNX_DEFAULT_OPSET, fo
     Returns:
         (str, str): the detector and the module S files.
     """
-    if fmt not in EXPORT_FORMATS:
-        raise ExportError(f"unknown export format {fmt!r}; choose from {list(EXPORT_FORMATS)}")
+    check_format(fmt)
     if not hasattr(model, "batch_options"):
         raise ExportError(f"{type(model).__name__} is not a CTMaskNetClassifier")
-    existing = [p for p in exported_classifier_files(prefix, fmt) if os.path.exists(p)]
-    if existing and not overwrite:
-        raise FileExistsError(f"{existing[0]} exists; pass --overwrite to replace it")
+    refuse_existing(exported_classifier_files(prefix, fmt), overwrite)  # before tracing
     model = copy.deepcopy(model).eval()
     if fold_bn:
         fold_batch_norm(model)
@@ -129,8 +134,7 @@ class ExportedClassifier:
             fmt (str): "torchscript" or "onnx".
             num_threads (int or None): ONNX Runtime threads (default: PyTorch's).
         """
-        if fmt not in EXPORT_FORMATS:
-            raise ExportError(f"unknown export format {fmt!r}; choose from {list(EXPORT_FORMATS)}")
+        check_format(fmt)
         ext = EXPORT_FORMATS[fmt]
         self.detector = ExportedGraph(f"{prefix}_detector{ext}", num_threads)
         self.s_module = ExportedGraph(f"{prefix}_s{ext}", num_threads)
@@ -165,10 +169,7 @@ def compare_classification(reference, candidate, tolerances=None):
     for name in tolerances:
         ref, got = reference[name], candidate[name]
         ref, got = (x.tensor if isinstance(x, Boxes) else x for x in (ref, got))
-        if ref.shape != got.shape:
-            diffs[name] = float("inf")
-        else:
-            diffs[name] = (ref.double() - got.double()).abs().max().item() if ref.numel() else 0.0
+        diffs[name] = max_abs_difference(ref, got)
     same_class = int(reference["pred_class"]) == int(candidate["pred_class"])
     ok = same_class and all(diffs[n] <= tolerances[n] for n in tolerances)
     return {"max_abs_diff": diffs, "same_class": same_class, "ok": ok}

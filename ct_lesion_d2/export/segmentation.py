@@ -8,19 +8,19 @@ coordinates. Rescaling to the original size and pasting the masks stay in Python
 exactly what ``model(batched_inputs)`` returns.
 """
 import copy
-import os
 
 import torch
 from detectron2.export import TracingAdapter
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, Instances
 
+from ..data.io import refuse_existing
 from .optimize import fold_batch_norm
 from .tracing import (
-    EXPORT_FORMATS,
     ONNX_DEFAULT_OPSET,
     ExportedGraph,
     ExportError,
+    check_format,
     export_graph,
     max_abs_difference,
 )
@@ -95,11 +95,8 @@ def export_segmenter(model, image, fmt, path, *, opset=ONNX_DEFAULT_OPSET, fold_
     Returns:
         str: ``path``.
     """
-    if fmt not in EXPORT_FORMATS:
-        raise ExportError(f"unknown export format {fmt!r}; choose from {list(EXPORT_FORMATS)}")
-    for target in (path, path + ".json"):
-        if os.path.exists(target) and not overwrite:
-            raise FileExistsError(f"{target} exists; pass --overwrite to replace it")
+    check_format(fmt)
+    refuse_existing((path, path + ".json"), overwrite)  # before tracing
     model = copy.deepcopy(model).eval()
     if fold_bn:
         fold_batch_norm(model)

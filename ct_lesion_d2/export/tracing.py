@@ -11,7 +11,7 @@ import os
 import numpy as np
 import torch
 
-from ..data.io import write_json_atomic
+from ..data.io import refuse_existing, write_json_atomic
 from .compat import ensure_detectron2_export
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "ExportError",
     "ExportedGraph",
     "check_exportable",
+    "check_format",
     "export_graph",
     "max_abs_difference",
 ]
@@ -36,6 +37,12 @@ class ExportError(ValueError):
     """A model, option or format that cannot be exported; the message says which and why."""
 
 
+def check_format(fmt):
+    """Raise ``ExportError`` unless ``fmt`` is one of ``EXPORT_FORMATS``."""
+    if fmt not in EXPORT_FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; choose from {list(EXPORT_FORMATS)}")
+
+
 def check_exportable(cfg, fmt, opset=ONNX_DEFAULT_OPSET):
     """Refuse the options that tracing cannot export, before any work is done.
 
@@ -47,8 +54,7 @@ def check_exportable(cfg, fmt, opset=ONNX_DEFAULT_OPSET):
     Raises:
         ExportError: naming the option and the reason.
     """
-    if fmt not in EXPORT_FORMATS:
-        raise ExportError(f"unknown export format {fmt!r}; choose from {list(EXPORT_FORMATS)}")
+    check_format(fmt)
     if cfg.TEST.AUG.ENABLED:
         raise ExportError(
             "TEST.AUG.ENABLED: test-time augmentation (GeneralizedRCNNWithTTA) runs several "
@@ -96,17 +102,16 @@ def export_graph(module, inputs, fmt, path, *, input_names, output_names, dynami
     Returns:
         str: ``path``.
     """
+    check_format(fmt)
     sidecar = path + ".json"
-    for target in (path, sidecar):
-        if os.path.exists(target) and not overwrite:
-            raise FileExistsError(f"{target} exists; pass --overwrite to replace it")
+    refuse_existing((path, sidecar), overwrite)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     module.eval()
     tmp = path + ".tmp"
     with torch.no_grad():
         if fmt == "torchscript":
             torch.jit.save(torch.jit.trace(module, inputs, check_trace=False), tmp)
-        elif fmt == "onnx":
+        else:
             torch.onnx.export(
                 module,
                 inputs,
@@ -117,8 +122,6 @@ def export_graph(module, inputs, fmt, path, *, input_names, output_names, dynami
                 dynamic_axes=dynamic_axes,
                 dynamo=False,  # the TorchScript-based exporter: Detectron2 models are traced
             )
-        else:
-            raise ExportError(f"unknown export format {fmt!r}; choose from {list(EXPORT_FORMATS)}")
     # torch.onnx.export puts the module back in its mode from before the call
     module.eval()
     os.replace(tmp, path)
