@@ -26,6 +26,7 @@ from ct_lesion_d2.analysis import AGGREGATION_RULES, build_scan_report, png_byte
 from ct_lesion_d2.data.io import (
     DatasetFormatError,
     StagedFolder,
+    atomic_write,
     recover_folder,
     write_json_atomic,
 )
@@ -99,18 +100,17 @@ def _scan_name(path):
     """Output folder name of an input: its name without extension; a DICOM file's is prefixed
     with its folder, since DICOM file names (IM0001, 0.dcm) rarely say much."""
     name = os.path.basename(os.path.normpath(path))
-    lower = name.lower()
-    for ext in NIFTI_EXTENSIONS + IMAGE_EXTENSIONS:
-        if lower.endswith(ext):
-            return name[: -len(ext)]
+    stem = _strip_extension(name, NIFTI_EXTENSIONS + IMAGE_EXTENSIONS)
+    if stem != name:
+        return stem
     if os.path.isfile(path):
         parent = os.path.basename(os.path.dirname(os.path.abspath(path)))
         return f"{parent}_{os.path.splitext(name)[0]}"
     return name
 
 
-def _strip_extension(name):
-    for ext in IMAGE_EXTENSIONS + (".dcm",):
+def _strip_extension(name, extensions=IMAGE_EXTENSIONS + (".dcm",)):
+    for ext in extensions:
         if name.lower().endswith(ext):
             return name[: -len(ext)]
     return name
@@ -192,10 +192,7 @@ def write_scan_report(predictor, scan, folder, args, metadata, settings):
         ]
     write_json_atomic(report, os.path.join(folder, "report.json"), overwrite=True)
     page = render_scan_html(report, figures)
-    tmp = os.path.join(folder, ".report.html.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(page)
-    os.replace(tmp, os.path.join(folder, "report.html"))
+    atomic_write(os.path.join(folder, "report.html"), lambda f: f.write(page.encode("utf-8")))
     return report
 
 

@@ -21,7 +21,7 @@ from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, Instances
 from tqdm import tqdm
 
-from ..data.transforms import apply_ct_window, to_model_intensities, window_from_config
+from ..data.transforms import to_model_intensities, window_from_config
 from ..modeling.meta_arch import ranked_roi_batches
 
 __all__ = ["CTLesionPredictor", "SlicePrediction", "build_predict_config"]
@@ -127,9 +127,7 @@ class CTLesionPredictor:
     def display_image(self, pixels, is_hu):
         """The slice as 8-bit grey for drawing: the segmenter's window applied to HU."""
         level, width, _ = self.window
-        if is_hu:
-            return apply_ct_window(pixels, level, width)
-        return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+        return to_model_intensities(pixels, is_hu, level, width, "uint8_windowed")
 
     def _inputs(self, slices, is_hu, window, cfg, names):
         level, width, units = window
