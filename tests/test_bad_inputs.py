@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from detectron2.config import get_cfg
 from detectron2.data.detection_utils import read_image
+from detectron2.data.transforms import ResizeShortestEdge
 from PIL import Image
 
 from ct_lesion_d2 import add_ct_lesion_config
@@ -156,7 +157,9 @@ def test_bad_image(case, tmp_path):
     else:
         assert record["file_name"] == path
     mapped = SeededMapDataset([record], _training_mapper(), seed=0)[(0, 0)]
-    assert mapped["image"].shape[0] == 3 and min(mapped["image"].shape[1:]) >= 1
+    # resized as the training config says (short side 128, long side at most 256)
+    expected = ResizeShortestEdge.get_output_shape(*size, 128, 256)
+    assert tuple(mapped["image"].shape) == (3, *expected)
 
 
 # name -> (mask, expected problem or None)

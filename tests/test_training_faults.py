@@ -124,10 +124,9 @@ def test_aspect_ratio_grouping_batches_only_like_images():
 
 def test_augmentation_depends_on_the_stream_position_only():
     def mapper(record):
-        return {"flip": np.random.rand() < 0.5, "draw": np.random.rand(), "torch": torch.rand(1)}
+        return {"draw": np.random.rand(), "torch": torch.rand(1)}
 
     dataset = SeededMapDataset([{"file_name": "a.png"}, {"file_name": "b.png"}], mapper, seed=5)
-    before = np.random.get_state()[1].copy(), torch.get_rng_state()
     first = dataset[(17, 1)]
     np.random.rand(), torch.rand(2)
     again = dataset[(17, 1)]
@@ -141,7 +140,6 @@ def test_augmentation_depends_on_the_stream_position_only():
     torch.manual_seed(0)
     dataset[(3, 0)]
     assert (np.random.rand(), torch.rand(1)) == expected
-    assert before[0].shape == (624,)
     assert derived_seed(1, 2) != derived_seed(2, 1)
 
 
