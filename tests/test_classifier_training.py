@@ -35,23 +35,35 @@ def synthetic_classes(tmp_path):
     MetadataCatalog.remove(NAME)
 
 
-def test_classifier_trains_and_evaluates(synthetic_classes, tmp_path):
+@pytest.fixture(scope="module")
+def segmenter_path(tmp_path_factory):
+    """A random-weight R18_T1 segmentation checkpoint (seed 0) for the classifiers' detector."""
+    folder = tmp_path_factory.mktemp("segmenter")
     torch.manual_seed(0)
     segmenter = build_model(get_config("mask_rcnn_R18_T1", ["MODEL.DEVICE", "cpu"]))
-    DetectionCheckpointer(segmenter, save_dir=str(tmp_path)).save("segmenter")
-    cfg = get_config(
+    DetectionCheckpointer(segmenter, save_dir=str(folder)).save("segmenter")
+    return str(folder / "segmenter.pth")
+
+
+def classifier_cfg(tmp_path, segmenter_path, *opts):
+    return get_config(
         "classifier_R18_T1",
         SMALL + [
-            "MODEL.CT_CLASSIFIER.SEGMENTATION_WEIGHTS", str(tmp_path / "segmenter.pth"),
+            "MODEL.CT_CLASSIFIER.SEGMENTATION_WEIGHTS", segmenter_path,
             "DATASETS.TRAIN", f"('{NAME}',)", "DATASETS.TEST", f"('{NAME}',)",
-            "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "3", "SOLVER.BASE_LR", "0.001",
-            "OUTPUT_DIR", str(tmp_path / "out"), "SOLVER.CHECKPOINT_PERIOD", "100",
+            "OUTPUT_DIR", str(tmp_path / "out"), "SOLVER.CHECKPOINT_PERIOD", "100", *opts,
         ],
     )
+
+
+def test_classifier_trains_and_evaluates(synthetic_classes, segmenter_path, tmp_path):
+    cfg = classifier_cfg(tmp_path, segmenter_path, "SOLVER.IMS_PER_BATCH", "2",
+                         "SOLVER.MAX_ITER", "3", "SOLVER.BASE_LR", "0.001")
     trainer = CTLesionTrainer(cfg)
     trainer.resume_or_load(resume=False)
     detector_weight = trainer.model.roi_heads.box_head.fc1.weight.detach().clone()
-    assert torch.equal(detector_weight, segmenter.roi_heads.box_head.fc1.weight)
+    saved = torch.load(segmenter_path)["model"]["roi_heads.box_head.fc1.weight"]
+    assert torch.equal(detector_weight, saved)
     trainer.train()
     metrics = trainer._last_eval_results["classification"]
     assert 0.0 <= metrics["accuracy"] <= 100.0
@@ -67,25 +79,12 @@ def test_classifier_trains_and_evaluates(synthetic_classes, tmp_path):
 
 
 def cached_cfg(tmp_path, segmenter_path, *opts):
-    return get_config(
-        "classifier_R18_T1",
-        SMALL + [
-            "MODEL.CT_CLASSIFIER.SEGMENTATION_WEIGHTS", segmenter_path,
-            "MODEL.CT_CLASSIFIER.TRAIN_BN_AFFINE", "False",
-            "MODEL.CT_CLASSIFIER.CACHE_ROI_BATCHES", "True", "INPUT.RANDOM_FLIP", "none",
-            "DATASETS.TRAIN", f"('{NAME}',)", "DATASETS.TEST", f"('{NAME}',)",
-            "SOLVER.IMS_PER_BATCH", "3", "SOLVER.MAX_ITER", "4", "SOLVER.BASE_LR", "0.001",
-            "OUTPUT_DIR", str(tmp_path / "out"), "SOLVER.CHECKPOINT_PERIOD", "100", *opts,
-        ],
+    return classifier_cfg(
+        tmp_path, segmenter_path,
+        "MODEL.CT_CLASSIFIER.TRAIN_BN_AFFINE", "False",
+        "MODEL.CT_CLASSIFIER.CACHE_ROI_BATCHES", "True", "INPUT.RANDOM_FLIP", "none",
+        "SOLVER.IMS_PER_BATCH", "3", "SOLVER.MAX_ITER", "4", "SOLVER.BASE_LR", "0.001", *opts,
     )
-
-
-@pytest.fixture
-def segmenter_path(tmp_path):
-    torch.manual_seed(0)
-    segmenter = build_model(get_config("mask_rcnn_R18_T1", ["MODEL.DEVICE", "cpu"]))
-    DetectionCheckpointer(segmenter, save_dir=str(tmp_path)).save("segmenter")
-    return str(tmp_path / "segmenter.pth")
 
 
 def test_cached_and_uncached_modes_give_the_same_s_inputs(
@@ -126,7 +125,8 @@ def test_cached_mode_trains_only_module_s(synthetic_classes, segmenter_path, tmp
     assert "accuracy" in trainer._last_eval_results["classification"]
 
 
-def test_cache_refuses_trainable_batchnorm(synthetic_classes, segmenter_path, tmp_path):
-    cfg = cached_cfg(tmp_path, segmenter_path, "MODEL.CT_CLASSIFIER.TRAIN_BN_AFFINE", "True")
+def test_cache_refuses_trainable_batchnorm(tmp_path):
+    # refused where the trainer builds its loader, before any detector runs
+    cfg = cached_cfg(tmp_path, "", "MODEL.CT_CLASSIFIER.TRAIN_BN_AFFINE", "True")
     with pytest.raises(ValueError, match="TRAIN_BN_AFFINE"):
-        CTLesionTrainer(cfg)
+        CTLesionTrainer.build_train_loader(cfg)

@@ -140,8 +140,10 @@ def test_unsupported_options_raise_clear_errors(segmenter, tmp_path):
 
 
 def test_export_tool_refuses_an_old_opset(tmp_path):
-    argv = ["--config-file", "configs/mask_rcnn_R18_T1_FPN1_lesion.yaml", "--output",
-            str(tmp_path / "out"), "--images", str(tmp_path), "--format", "onnx", "--opset", "13"]
+    config = os.path.join(os.path.dirname(__file__), "..", "configs",
+                          "mask_rcnn_R18_T1_FPN1_lesion.yaml")
+    argv = ["--config-file", config, "--output", str(tmp_path / "out"), "--images", str(tmp_path),
+            "--format", "onnx", "--opset", "13"]
     with pytest.raises(SystemExit, match="mask_rcnn_R18_T1_FPN1_lesion.yaml: cannot export: "
                                          "MODEL.ROI_BOX_HEAD.POOLER_TYPE ROIAlignV2"):
         export_tool.main(argv)

@@ -36,7 +36,8 @@ def synthetic_sets(tmp_path_factory):
         MetadataCatalog.pop(name)
 
 
-def make_trainer(output_dir, max_iter=4, seed=0, test=(), extra=()):
+def make_cfg(output_dir, max_iter=4, seed=0, test=(), extra=()):
+    """The small training config of these tests."""
     opts = [
         "MODEL.DEVICE", "cpu", "SEED", str(seed), "OUTPUT_DIR", str(output_dir),
         "DATASETS.TRAIN", f"('{TRAIN}',)", "DATASETS.TEST", str(tuple(test)),
@@ -47,7 +48,11 @@ def make_trainer(output_dir, max_iter=4, seed=0, test=(), extra=()):
         "SOLVER.IMS_PER_BATCH", "1", "SOLVER.MAX_ITER", str(max_iter), "SOLVER.WARMUP_ITERS",
         "2", "SOLVER.STEPS", "()", "SOLVER.CHECKPOINT_PERIOD", "2", "TEST.EVAL_PERIOD", "0",
     ] + list(extra)
-    cfg = get_config("mask_rcnn_R18_T1_FPN1_synthetic_cpu.yaml", opts)
+    return get_config("mask_rcnn_R18_T1_FPN1_synthetic_cpu.yaml", opts)
+
+
+def make_trainer(output_dir, max_iter=4, seed=0, test=(), extra=()):
+    cfg = make_cfg(output_dir, max_iter, seed, test, extra)
     seed_all_rng(seed)  # what default_setup does in tools/train_net.py (model initialisation)
     trainer = CTLesionTrainer(cfg)
     trainer.resume_or_load(resume=False)
@@ -224,8 +229,7 @@ def test_loader_batches_do_not_depend_on_workers_or_start(synthetic_sets, tmp_pa
     from ct_lesion_d2.data.build import build_resumable_train_loader
 
     def batches(num_workers, start, count):
-        cfg = make_trainer(tmp_path / f"w{num_workers}", max_iter=1).cfg.clone()
-        cfg.defrost()
+        cfg = make_cfg(tmp_path / f"w{num_workers}", max_iter=1)
         cfg.DATALOADER.NUM_WORKERS = num_workers
         loader = build_resumable_train_loader(cfg)
         loader.set_start_iter(start)
