@@ -35,13 +35,15 @@ from tqdm import tqdm
 
 import ct_lesion_d2  # noqa: F401
 from ct_lesion_d2.data.io import write_json_atomic
-from ct_lesion_d2.export import ExportedClassifier, export_classifier, optimize_for_inference
+from ct_lesion_d2.export import ExportedClassifier, export_classifier
 from ct_lesion_d2.model_zoo import CLASSIFIER_VARIANTS, SEGMENTATION_VARIANTS, get_config
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchmark_common import (  # noqa: E402
+    IN_PROCESS_MODES,
     PeakMemory,
     gflops,
+    in_process_runner,
     list_images,
     machine,
     measure,
@@ -130,10 +132,8 @@ def build_classifier(name, args):
 
 def prepare_classifier(mode, model, example, folder):
     """``setup()`` of a classifier runner for ``mode`` and its grad-mode context."""
-    if mode == "eager":
-        return (lambda: copy.deepcopy(model)), torch.no_grad
-    if mode == "optimized":
-        return (lambda: optimize_for_inference(copy.deepcopy(model))), torch.inference_mode
+    if mode in IN_PROCESS_MODES:
+        return in_process_runner(mode, model)
     fmt = EXPORT_FORMAT[mode]
     prefix = os.path.join(folder, "classifier")
     export_classifier(model, example["image"].cpu(), fmt, prefix, overwrite=True)

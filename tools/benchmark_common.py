@@ -7,6 +7,7 @@ process RSS sampled every 2 ms (CUDA: ``torch.cuda.max_memory_allocated``) above
 the start of the measured block, after freed heap memory was returned to the system; FLOPs are
 fvcore's count through Detectron2's ``FlopCountAnalysis`` (one fused multiply-add = one flop).
 """
+import copy
 import ctypes
 import datetime
 import gc
@@ -21,7 +22,8 @@ import warnings
 import numpy as np
 import torch
 
-import ct_lesion_d2.export  # noqa: F401  (makes detectron2.export and its analysis importable)
+# importing ct_lesion_d2.export also makes detectron2.export and its analysis importable
+from ct_lesion_d2.export import optimize_for_inference
 from ct_lesion_d2.data.io import DatasetFormatError, read_grey_image
 from ct_lesion_d2.data.scans import list_image_files
 
@@ -96,6 +98,21 @@ class PeakMemory:
             peak = max(self._peak, _rss_bytes())
         self.peak_mib = (peak - self._base) / 2**20
         return False
+
+
+# Modes run on the model itself (the others load an exported file).
+IN_PROCESS_MODES = ("eager", "optimized")
+
+
+def in_process_runner(mode, model):
+    """``(setup, grad_mode)`` of an in-process mode: ``eager`` runs a copy of ``model`` under
+    ``torch.no_grad`` (the "before"), ``optimized`` a copy prepared by
+    ``optimize_for_inference`` under ``torch.inference_mode``."""
+    if mode == "eager":
+        return (lambda: copy.deepcopy(model)), torch.no_grad
+    if mode == "optimized":
+        return (lambda: optimize_for_inference(copy.deepcopy(model))), torch.inference_mode
+    raise ValueError(f"{mode!r} is not one of {IN_PROCESS_MODES}")
 
 
 def time_calls(fn, batches, warmup, device):

@@ -47,7 +47,9 @@ from ct_lesion_d2.model_zoo import SEGMENTATION_VARIANTS, get_config
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchmark_common import (  # noqa: E402
+    IN_PROCESS_MODES,
     gflops,
+    in_process_runner,
     list_images,
     machine,
     measure,
@@ -201,10 +203,8 @@ def prepare(mode, model, example, folder):
         (callable, callable): ``setup()`` building the runner (measured for memory), and the
         grad-mode context to call it in.
     """
-    if mode == "eager":
-        return (lambda: copy.deepcopy(model)), torch.no_grad
-    if mode == "optimized":
-        return (lambda: optimize_for_inference(copy.deepcopy(model))), torch.inference_mode
+    if mode in IN_PROCESS_MODES:
+        return in_process_runner(mode, model)
     fmt = EXPORT_FORMAT[mode]
     path = os.path.join(folder, f"segmenter.{fmt}")
     export_segmenter(model, example["image"].cpu(), fmt, path, overwrite=True)
@@ -265,25 +265,36 @@ def time_stages(model, inputs, runs, device):
     return {name: statistics.median(v[1:]) for name, v in stages.items()}
 
 
+def training_step(model, batch):
+    """Put ``model`` in training mode; returns a callable running one iteration on ``batch``
+    (forward, backward and a plain SGD step, lr 0.001) and returning the total loss. Call it
+    inside an ``EventStorage``, where Detectron2's heads log while training."""
+    model.train()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.001)
+
+    def step():
+        loss = sum(model(batch).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    return step
+
+
 def time_training(model, batch, device, warmup, iters):
-    """Seconds per training iteration: forward, backward and a plain SGD step (lr 0.001).
+    """Seconds per training iteration (``training_step``).
 
     Returns:
         (list[float], float): timed seconds per iteration and the last total loss.
     """
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=0.001)
+    step = training_step(model, batch)
     times = []
-    with EventStorage():  # Detectron2's heads log to the current storage while training
+    with EventStorage():
         for i in range(warmup + iters):
             sync(device)
             start = time.perf_counter()
-            losses = model(batch)
-            loss = sum(losses.values())
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            loss = step()
             sync(device)
             if i >= warmup:
                 times.append(time.perf_counter() - start)
@@ -315,15 +326,7 @@ def profile_model(model, inputs, train_batch):
     with torch.inference_mode():
         optimized([inputs[0]])  # warm-up
         inference = profile_ops(lambda: optimized([inputs[0]]))
-    model.train()
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.001)
-
-    def step():
-        loss = sum(model(train_batch).values())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
+    step = training_step(model, train_batch)
     with EventStorage():
         step()  # warm-up
         training = profile_ops(step)
