@@ -22,29 +22,24 @@ from tqdm import tqdm
 import ct_lesion_d2  # noqa: F401  (registers the datasets)
 from ct_lesion_d2.data.io import DatasetFormatError, write_json_atomic
 from ct_lesion_d2.data.scans import read_scan
-from ct_lesion_d2.engine import CTLesionPredictor, build_predict_config
+from ct_lesion_d2.engine import CTLesionPredictor
 from ct_lesion_d2.visualization import lesion_metadata, save_slice_figures
 from ct_lesion_d2.visualization.analysis import TOP_ROIS
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from predict import add_model_arguments, build_configs  # noqa: E402
 
 logger = logging.getLogger("ct_lesion_d2.analyze")
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="segmentation config")
-    parser.add_argument("--weights", help="segmentation checkpoint (else MODEL.WEIGHTS)")
+    add_model_arguments(parser)
     parser.add_argument(
         "--dataset", help="registered dataset (default: the config's DATASETS.TEST)"
     )
     parser.add_argument("--output", required=True, help="a new folder for figures and JSON")
-    parser.add_argument("--classifier-config", metavar="FILE", help="CTMaskNetClassifier config")
-    parser.add_argument("--classifier-weights", help="classifier checkpoint")
-    parser.add_argument(
-        "--confidence-threshold", type=float, default=0.5, help="lowest lesion confidence drawn"
-    )
     parser.add_argument("--max-slices", type=int, default=None, help="first N slices only")
-    parser.add_argument("--device", help="cpu, cuda, cuda:N (default: the config's MODEL.DEVICE)")
-    parser.add_argument("--batch-size", type=int, default=4, help="slices per forward pass")
     parser.add_argument("--overwrite", action="store_true", help="reuse a non-empty --output")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides")
     return parser.parse_args(argv)
@@ -126,9 +121,7 @@ def main(argv=None):
         sys.exit(
             f"error: {args.output} exists and is not empty; pass --overwrite or another --output"
         )
-    cfg = build_predict_config(
-        args.config_file, args.weights, args.opts, args.device, args.confidence_threshold
-    )
+    cfg, classifier_cfg = build_configs(args)
     dataset = args.dataset or (cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else None)
     if dataset is None or dataset not in DatasetCatalog.list():
         sys.exit(f"error: dataset {dataset!r} is not registered (see README, Data)")
@@ -137,11 +130,6 @@ def main(argv=None):
     except DatasetFormatError as e:
         sys.exit(f"error: {e}")
     records = records[: args.max_slices] if args.max_slices else records
-    classifier_cfg = None
-    if args.classifier_config:
-        classifier_cfg = build_predict_config(
-            args.classifier_config, args.classifier_weights, device=cfg.MODEL.DEVICE
-        )
     predictor = CTLesionPredictor(cfg, classifier_cfg)
     try:
         entries = analyze_records(

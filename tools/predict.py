@@ -44,14 +44,10 @@ from ct_lesion_d2.visualization import lesion_metadata, save_slice_figures
 logger = logging.getLogger("ct_lesion_d2.predict")
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_model_arguments(parser):
+    """The model options of predict.py and analyze.py (see :func:`build_configs`)."""
     parser.add_argument("--config-file", required=True, metavar="FILE", help="segmentation config")
     parser.add_argument("--weights", help="segmentation checkpoint (else MODEL.WEIGHTS)")
-    parser.add_argument(
-        "--input", nargs="+", required=True, help="files or folders; each one is a scan"
-    )
-    parser.add_argument("--output", required=True, help="folder for one sub-folder per scan")
     parser.add_argument("--classifier-config", metavar="FILE", help="CTMaskNetClassifier config")
     parser.add_argument(
         "--classifier-weights", help="classifier checkpoint (else its MODEL.WEIGHTS)"
@@ -60,16 +56,39 @@ def parse_args(argv=None):
         "--confidence-threshold",
         type=float,
         default=0.5,
-        help="lowest lesion confidence reported (MODEL.ROI_HEADS.SCORE_THRESH_TEST)",
+        help="lowest lesion confidence kept (MODEL.ROI_HEADS.SCORE_THRESH_TEST)",
     )
+    parser.add_argument("--device", help="cpu, cuda, cuda:N (default: the config's MODEL.DEVICE)")
+    parser.add_argument("--batch-size", type=int, default=4, help="slices per forward pass")
+
+
+def build_configs(args):
+    """The segmentation config and, with ``--classifier-config``, the classifier's (on the
+    segmenter's device), from the options of :func:`add_model_arguments` and ``--opts``."""
+    cfg = build_predict_config(
+        args.config_file, args.weights, args.opts, args.device, args.confidence_threshold
+    )
+    classifier_cfg = None
+    if args.classifier_config:
+        classifier_cfg = build_predict_config(
+            args.classifier_config, args.classifier_weights, device=cfg.MODEL.DEVICE
+        )
+    return cfg, classifier_cfg
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_model_arguments(parser)
+    parser.add_argument(
+        "--input", nargs="+", required=True, help="files or folders; each one is a scan"
+    )
+    parser.add_argument("--output", required=True, help="folder for one sub-folder per scan")
     parser.add_argument(
         "--aggregation",
         choices=sorted(AGGREGATION_RULES),
         default="mean",
         help="scan-level class rule (needs a classifier)",
     )
-    parser.add_argument("--device", help="cpu, cuda, cuda:N (default: the config's MODEL.DEVICE)")
-    parser.add_argument("--batch-size", type=int, default=4, help="slices per forward pass")
     parser.add_argument("--series-uid", help="the series to read from a folder of several")
     parser.add_argument(
         "--all-series",
@@ -237,14 +256,7 @@ def main(argv=None):
     taken = [f for f in folders if os.path.isdir(f) and os.listdir(f)]
     if taken and not args.overwrite:
         sys.exit(f"error: {', '.join(taken)} exist and are not empty; pass --overwrite")
-    cfg = build_predict_config(
-        args.config_file, args.weights, args.opts, args.device, args.confidence_threshold
-    )
-    classifier_cfg = None
-    if args.classifier_config:
-        classifier_cfg = build_predict_config(
-            args.classifier_config, args.classifier_weights, device=cfg.MODEL.DEVICE
-        )
+    cfg, classifier_cfg = build_configs(args)
     predictor = CTLesionPredictor(cfg, classifier_cfg)
     metadata, settings = lesion_metadata(cfg), _settings(args, cfg, classifier_cfg)
     reports = []
