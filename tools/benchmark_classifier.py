@@ -41,6 +41,7 @@ from ct_lesion_d2.model_zoo import CLASSIFIER_VARIANTS, SEGMENTATION_VARIANTS, g
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchmark_common import (  # noqa: E402
     IN_PROCESS_MODES,
+    MEASURE_COLUMNS,
     PeakMemory,
     gflops,
     in_process_runner,
@@ -51,6 +52,7 @@ from benchmark_common import (  # noqa: E402
     read_slices,
     slice_input,
     sync,
+    table_rows,
 )
 from benchmark_seg import EXPORT_FORMAT, MODES, load_slice  # noqa: E402
 from benchmark_seg import prepare as prepare_segmenter  # noqa: E402
@@ -221,24 +223,13 @@ def volume(args, inputs):
 
 
 def markdown(results):
-    base = next((r for r in results if r["model"] == BASELINE), None)
-    base_modes = {m["mode"]: m for m in base["modes"]} if base else {}
     lines = [
-        "| model | mode | detector | GFLOPs | latency median (s) | p90 (s) | CPU s | throughput "
-        "(slices/s) | peak memory (MiB) | speed-up vs R50 |",
+        f"| model | mode | detector | GFLOPs | {MEASURE_COLUMNS} | speed-up vs R50 |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in results:
-        flops = f"{r['gflops']:.1f}" if r["gflops"] is not None else "n/a"
+    for r, m, flops, cells, speed in table_rows(results, BASELINE):
         detector = "trained" if r["detector_weights"] else "random"
-        for m in r["modes"]:
-            b = base_modes.get(m["mode"])
-            speed = f"{b['latency_median'] / m['latency_median']:.2f}x" if b else "n/a"
-            lines.append(
-                f"| {r['model']} | {m['mode']} | {detector} | {flops} | "
-                f"{m['latency_median']:.4f} | {m['latency_p90']:.4f} | {m['cpu_median']:.3f} | "
-                f"{m['throughput']:.2f} | {m['peak_mib']:.0f} | {speed} |"
-            )
+        lines.append(f"| {r['model']} | {m['mode']} | {detector} | {flops} | {cells} | {speed} |")
     return "\n".join(lines)
 
 

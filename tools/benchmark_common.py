@@ -178,6 +178,28 @@ def measure(setup, grad_mode, inputs, runs, warmup, throughput_batch, device):
     return row, outputs
 
 
+MEASURE_COLUMNS = "latency median (s) | p90 (s) | CPU s | throughput (slices/s) | peak memory (MiB)"
+
+
+def table_rows(results, baseline):
+    """The Markdown cells shared by the benchmark tables, per (model result, mode row).
+
+    Yields:
+        tuple: the result, the mode row, its GFLOPs cell, the ``MEASURE_COLUMNS`` cells and the
+        speed-up against ``baseline`` in the same mode ("n/a" without it).
+    """
+    base = next((r for r in results if r["model"] == baseline), None)
+    base_modes = {m["mode"]: m for m in base["modes"]} if base else {}
+    for r in results:
+        flops = f"{r['gflops']:.1f}" if r["gflops"] is not None else "n/a"
+        for m in r["modes"]:
+            b = base_modes.get(m["mode"])
+            speed = f"{b['latency_median'] / m['latency_median']:.2f}x" if b else "n/a"
+            cells = (f"{m['latency_median']:.4f} | {m['latency_p90']:.4f} | "
+                     f"{m['cpu_median']:.3f} | {m['throughput']:.2f} | {m['peak_mib']:.0f}")
+            yield r, m, flops, cells, speed
+
+
 # Parts of a Detectron2 R-CNN reported by ``gflops``: name -> (submodules added, subtracted).
 FLOP_PARTS = {
     "resnet": (("backbone.bottom_up",), ()),

@@ -48,6 +48,7 @@ from ct_lesion_d2.model_zoo import SEGMENTATION_VARIANTS, get_config
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchmark_common import (  # noqa: E402
     IN_PROCESS_MODES,
+    MEASURE_COLUMNS,
     gflops,
     in_process_runner,
     list_images,
@@ -57,6 +58,7 @@ from benchmark_common import (  # noqa: E402
     read_slices,
     slice_input,
     sync,
+    table_rows,
 )
 from count_params import count  # noqa: E402
 
@@ -376,28 +378,21 @@ def benchmark(name, args, inputs, train_batch):
 def markdown(results):
     """The results table; ratios are against mask_rcnn_R50 in the same mode ("n/a" without)."""
     base = next((r for r in results if r["model"] == BASELINE), None)
-    base_modes = {m["mode"]: m for m in base["modes"]} if base else {}
     lines = [
-        "| model | mode | detections | GFLOPs | latency median (s) | p90 (s) | CPU s | "
-        "throughput (slices/s) | peak memory (MiB) | speed-up vs R50 | train s/iter | "
-        "train ratio vs R50 |",
+        f"| model | mode | detections | GFLOPs | {MEASURE_COLUMNS} | speed-up vs R50 | "
+        "train s/iter | train ratio vs R50 |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in results:
-        flops = f"{r['gflops']:.1f}" if r["gflops"] is not None else "n/a"
-        for m in r["modes"]:
-            b = base_modes.get(m["mode"])
-            speed = f"{b['latency_median'] / m['latency_median']:.2f}x" if b else "n/a"
-            train = ratio = ""
-            if m["mode"] == "eager" and "train_median" in r:
-                train = f"{r['train_median']:.3f}"
-                if base and "train_median" in base:
-                    ratio = f"{base['train_median'] / r['train_median']:.2f}x"
-            lines.append(
-                f"| {r['model']} | {m['mode']} | {m['detections_median']:g} | {flops} | "
-                f"{m['latency_median']:.4f} | {m['latency_p90']:.4f} | {m['cpu_median']:.3f} | "
-                f"{m['throughput']:.2f} | {m['peak_mib']:.0f} | {speed} | {train} | {ratio} |"
-            )
+    for r, m, flops, cells, speed in table_rows(results, BASELINE):
+        train = ratio = ""
+        if m["mode"] == "eager" and "train_median" in r:
+            train = f"{r['train_median']:.3f}"
+            if base and "train_median" in base:
+                ratio = f"{base['train_median'] / r['train_median']:.2f}x"
+        lines.append(
+            f"| {r['model']} | {m['mode']} | {m['detections_median']:g} | {flops} | {cells} | "
+            f"{speed} | {train} | {ratio} |"
+        )
     return "\n".join(lines)
 
 
