@@ -121,6 +121,19 @@ def test_classifier_export_matches_eager(classifier, fmt, tmp_path):
         ExportedSegmenter(prefix + ("_detector.ts" if fmt == "torchscript" else "_detector.onnx"))
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_exports_take_float_images_whatever_the_example_dtype(segmenter, fmt, tmp_path):
+    # Detectron2's mappers give uint8 images; an export traced on one must still take the
+    # float images of other callers, and uint8 ones, as the eager model does
+    path = str(tmp_path / f"segmenter.{fmt}")
+    export_segmenter(segmenter, images()[0].to(torch.uint8), fmt, path)
+    exported = ExportedSegmenter(path)
+    for image in (images()[1], images()[1].to(torch.uint8)):
+        _, names, outputs = segmentation_adapter(segmenter, image.float())
+        result = compare_segmentation(dict(zip(names, outputs)), exported.raw(image))
+        assert result["ok"], result
+
+
 def test_unsupported_options_raise_clear_errors(segmenter, tmp_path):
     cfg = get_config("mask_rcnn_R18_T1", SMALL)
     check_exportable(cfg, "onnx")  # the project's configs export

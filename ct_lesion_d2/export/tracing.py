@@ -4,6 +4,10 @@ Models go through Detectron2's ``TracingAdapter`` (see ``segmentation.py`` and
 ``classification.py``), which flattens Detectron2's ``list[dict]`` inputs and ``Instances``
 outputs into tuples of tensors; this module writes such a flat module to a file, with a JSON
 sidecar that names its inputs and outputs, and loads it back as a callable on tensors.
+
+Every graph here takes float32 tensors: images are traced and run as float 0-255 whatever the
+dtype they come in (Detectron2's mappers give uint8 images, which the eager model converts in
+``preprocess_image``), so one exported file serves both.
 """
 import json
 import os
@@ -91,7 +95,7 @@ def export_graph(module, inputs, fmt, path, *, input_names, output_names, dynami
 
     Args:
         module (nn.Module): takes and returns tensors only (e.g. a ``TracingAdapter``).
-        inputs (tuple[Tensor]): example inputs.
+        inputs (tuple[Tensor]): example inputs (traced as float32).
         fmt (str): "torchscript" or "onnx".
         path (str): output file; refused if it exists unless ``overwrite``.
         input_names, output_names (list[str]): names of the flat inputs and outputs.
@@ -107,6 +111,7 @@ def export_graph(module, inputs, fmt, path, *, input_names, output_names, dynami
     refuse_existing((path, sidecar), overwrite)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     module.eval()
+    inputs = tuple(x.float() for x in inputs)
     tmp = path + ".tmp"
     with torch.no_grad():
         if fmt == "torchscript":
@@ -176,6 +181,7 @@ class ExportedGraph:
             raise ExportError(f"{sidecar}: unknown format {self.format!r}")
 
     def __call__(self, *inputs):
+        inputs = [x.float() for x in inputs]  # the graphs take float32 (see the module doc)
         if self.format == "torchscript":
             with torch.no_grad():
                 outputs = self._module(*(x.cpu() for x in inputs))
