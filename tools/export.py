@@ -26,16 +26,15 @@ import re
 import sys
 import time
 
-import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 from tqdm import tqdm
 
 import ct_lesion_d2  # noqa: F401  (registers backbones and datasets)
-from ct_lesion_d2.data.io import DatasetFormatError, read_grey_image, write_json_atomic
+from ct_lesion_d2.data.io import DatasetFormatError, write_json_atomic
+from ct_lesion_d2.data.mappers import CTLesionDatasetMapper
 from ct_lesion_d2.data.scans import list_image_files
 from ct_lesion_d2.engine import CTLesionTrainer, resolve_device
 from ct_lesion_d2.engine.trainer import is_classifier
@@ -114,18 +113,6 @@ def list_images(sources, limit):
         else:
             raise SystemExit(f"{source}: no such file or folder")
     return files[:limit]
-
-
-def model_input(path, cfg):
-    """The eager model's input dict for a grey slice, resized as at test time."""
-    image = read_grey_image(path)
-    height, width = image.shape
-    resize = T.ResizeShortestEdge(
-        [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
-    )
-    image = resize.get_transform(image).apply_image(image)
-    tensor = torch.as_tensor(np.ascontiguousarray(image), dtype=torch.float32)[None].repeat(3, 1, 1)
-    return {"image": tensor, "height": height, "width": width, "file_name": path}
 
 
 def dataset_inputs(cfg, dataset_name, limit):
@@ -260,7 +247,12 @@ def main(argv=None):
     except ExportError as e:
         raise SystemExit(f"{args.config_file}: cannot export: {e}")
     if args.images:
-        inputs = [model_input(p, cfg) for p in list_images(args.images, args.max_images)]
+        # read and resized as the test loader does (any slice file: PNG/JPG, DICOM, NIfTI)
+        mapper = CTLesionDatasetMapper(cfg, False)
+        try:
+            inputs = [mapper({"file_name": p}) for p in list_images(args.images, args.max_images)]
+        except DatasetFormatError as e:
+            raise SystemExit(f"error: {e}")
     else:
         inputs = dataset_inputs(cfg, args.eval_dataset, args.max_images)
     model = load_model(cfg)
