@@ -16,13 +16,20 @@ logger = logging.getLogger(__name__)
 DATA_ORDER_FILE = "data_order.json"
 
 
-def recorded_seed(output_dir):
-    """The seed recorded in ``output_dir/data_order.json``, or None."""
-    path = os.path.join(output_dir, DATA_ORDER_FILE)
+def _read_record(path):
+    """The record in ``path``, or None when it is missing or not JSON."""
     try:
         with open(path) as f:
-            return int(json.load(f)["seed"])
-    except (OSError, ValueError, KeyError, TypeError):
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def recorded_seed(output_dir):
+    """The seed recorded in ``output_dir/data_order.json``, or None."""
+    try:
+        return int(_read_record(os.path.join(output_dir, DATA_ORDER_FILE))["seed"])
+    except (ValueError, KeyError, TypeError):
         return None
 
 
@@ -61,11 +68,7 @@ def write_data_order(output_dir, record, start_iter=0):
     """
     path = os.path.join(output_dir, DATA_ORDER_FILE)
     if os.path.isfile(path):
-        with open(path) as f:
-            try:
-                previous = json.load(f)
-            except ValueError:
-                previous = None
+        previous = _read_record(path)
         if previous == record:
             logger.info("Data order (seed %d) matches %s", record["seed"], path)
             return path

@@ -18,11 +18,11 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 from detectron2.modeling.postprocessing import detector_postprocess
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import Instances
 from tqdm import tqdm
 
 from ..data.transforms import to_model_intensities, window_from_config
-from ..modeling.meta_arch import ranked_roi_batches
+from ..modeling.meta_arch.covid_ct_mask_net import ranked_roi_batches, rescaled_roi_boxes
 
 __all__ = ["CTLesionPredictor", "SlicePrediction", "build_predict_config"]
 
@@ -247,8 +247,7 @@ class CTLesionPredictor:
 
 def _rescaled(batch, image_size, x):
     """(boxes, scores, num_detections) of a RoIBatch, boxes rescaled to the input's size."""
-    boxes = Boxes(batch.boxes.detach().clone())
-    boxes.scale(x["width"] / image_size[1], x["height"] / image_size[0])
+    boxes = rescaled_roi_boxes(batch, x, image_size)
     return boxes.tensor.cpu(), batch.scores.detach().cpu(), int(batch.num_detections)
 
 

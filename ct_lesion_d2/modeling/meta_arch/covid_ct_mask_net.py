@@ -96,6 +96,15 @@ def ranked_roi_batches(roi_heads, features, proposals, sigmoid_scores=False, **b
     ]
 
 
+def rescaled_roi_boxes(batch, inputs, image_size):
+    """The boxes of a :class:`RoIBatch`, from the ``image_size`` (height, width) the detector
+    saw to the input's ``height``/``width`` where given, as ``Boxes`` (a copy)."""
+    height, width = image_size
+    boxes = Boxes(batch.boxes.detach().clone())
+    boxes.scale(inputs.get("width", width) / width, inputs.get("height", height) / height)
+    return boxes
+
+
 @META_ARCH_REGISTRY.register()
 class CTMaskNetClassifier(GeneralizedRCNN):
     """COVID-CT-Mask-Net image classifier: a frozen Mask R-CNN detector (no mask branch) + S.
@@ -270,12 +279,9 @@ class CTMaskNetClassifier(GeneralizedRCNN):
         ``image_size`` is the (height, width) the RoI boxes are in; they are rescaled to the
         input's ``height``/``width`` where given. Exported classifiers use it too.
         """
-        height, width = image_size
-        roi_boxes = Boxes(batch.boxes.detach().clone())
-        roi_boxes.scale(inputs.get("width", width) / width, inputs.get("height", height) / height)
         return {
             **cls._class_outputs(logit),
-            "roi_boxes": roi_boxes,
+            "roi_boxes": rescaled_roi_boxes(batch, inputs, image_size),
             "roi_scores": batch.scores,
             "roi_num_detections": batch.num_detections,
         }
