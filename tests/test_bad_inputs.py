@@ -309,7 +309,9 @@ def test_convert_tool_bad_input_is_one_clear_line_and_writes_nothing(tmp_path):
     result = _run("convert_dataset.py", "binary-folder", src, "--output", str(out))
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    assert f"error: {path}: cannot read image" in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr  # one line
+    assert errors[0].startswith(f"error: {path}: cannot read image")
     assert _written_files(str(out)) == []
 
 
