@@ -11,6 +11,7 @@ not change the weights.
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -101,6 +102,14 @@ def reference(datasets_root, tmp_path_factory):
     return str(output_dir), os.path.join(output_dir, "model_final.pth")
 
 
+@pytest.fixture(scope="module")
+def killed_at_iteration_4(datasets_root, tmp_path_factory):
+    """The output folder of a run killed during iteration 4; tests resume copies of it."""
+    output_dir = tmp_path_factory.mktemp("killed_at_4")
+    killed(train(datasets_root, output_dir, fault="iteration:4"))
+    return output_dir
+
+
 def test_uninterrupted_run_records_seed_and_data_order(reference):
     output_dir, _ = reference
     with open(os.path.join(output_dir, "data_order.json")) as f:
@@ -119,8 +128,8 @@ def test_uninterrupted_run_records_seed_and_data_order(reference):
                                        "coco_instances_results.json"))
 
 
-def test_kill_during_an_iteration(datasets_root, reference, tmp_path):
-    killed(train(datasets_root, tmp_path, fault="iteration:4"))
+def test_kill_during_an_iteration(datasets_root, reference, killed_at_iteration_4, tmp_path):
+    shutil.copytree(killed_at_iteration_4, tmp_path, dirs_exist_ok=True)
     assert last_checkpoint(tmp_path) == "model_0000003.pth"
     assert not os.path.exists(tmp_path / "model_final.pth")
     log = resume_ok(datasets_root, tmp_path, reference[1])
@@ -157,8 +166,10 @@ def test_kill_during_evaluation(datasets_root, reference, tmp_path):
                           / "coco_instances_results.json")
 
 
-def test_resume_skips_a_corrupt_last_checkpoint(datasets_root, reference, tmp_path):
-    killed(train(datasets_root, tmp_path, fault="iteration:4"))
+def test_resume_skips_a_corrupt_last_checkpoint(
+    datasets_root, reference, killed_at_iteration_4, tmp_path
+):
+    shutil.copytree(killed_at_iteration_4, tmp_path, dirs_exist_ok=True)
     newest = tmp_path / "model_0000003.pth"
     assert last_checkpoint(tmp_path) == newest.name
     # damage it the way a non-atomic writer or a full disk would: truncated in place
