@@ -71,8 +71,10 @@ def parse_args(argv=None):
     parser.add_argument(
         "--format", nargs="+", default=list(EXPORT_FORMATS), choices=list(EXPORT_FORMATS)
     )
-    parser.add_argument("--images", nargs="*", default=[],
-                        help="check slices: folders of images, or slice files (PNG/JPG, DICOM, NIfTI)")
+    parser.add_argument(
+        "--images", nargs="*", default=[],
+        help="check slices: folders of images, or slice files (PNG/JPG, DICOM, NIfTI)",
+    )
     parser.add_argument("--max-images", type=int, default=16, help="check at most this many")
     parser.add_argument("--eval-dataset", help="also evaluate AP of eager and exported models")
     parser.add_argument("--opset", type=int, default=ONNX_DEFAULT_OPSET, help="ONNX opset")
