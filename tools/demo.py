@@ -82,7 +82,9 @@ def train_classifier(segmentation_cfg, output, max_iter):
     trainer = CTLesionTrainer(cfg)
     trainer.resume_or_load(resume=False)
     trainer.train()
-    metrics_file = os.path.join(output, "inference", "ct_demo_cls_val", "classification_metrics.json")
+    metrics_file = os.path.join(
+        output, "inference", "ct_demo_cls_val", "classification_metrics.json"
+    )
     with open(metrics_file) as f:
         saved = json.load(f)
     return trainer._last_eval_results["classification"], saved["confusion_matrix"]

@@ -154,7 +154,8 @@ class ExportedClassifier:
                 *(candidates[n] for n in _CANDIDATES), (height, width), **self.batch_options
             )
             logits = self.s_module(batch.rows.reshape(1, -1))["class_logits"][0]
-            results.append(CTMaskNetClassifier.image_outputs(logits, batch, inputs, (height, width)))
+            outputs = CTMaskNetClassifier.image_outputs(logits, batch, inputs, (height, width))
+            results.append(outputs)
         return results
 
 
