@@ -54,3 +54,25 @@ def add_ct_lesion_config(cfg):
     # Window applied to HU input of a "uint8_windowed" model: the lung window by default.
     cfg.INPUT.CT_WINDOW.LEVEL = -600.0
     cfg.INPUT.CT_WINDOW.WIDTH = 1500.0
+
+    # Training augmentations beyond Detectron2's (ct_lesion_d2/data/augmentation.py), all off
+    # in the paper's configs; the real-CT recipe switches them on.
+    cfg.INPUT.CT_AUGMENTATION = CN()
+    # Random vertical flip (in addition to INPUT.RANDOM_FLIP).
+    cfg.INPUT.CT_AUGMENTATION.VERTICAL_FLIP = False
+    # Random rotation in [-ROTATION, ROTATION] degrees (0 = off); boxes follow the masks.
+    cfg.INPUT.CT_AUGMENTATION.ROTATION = 0.0
+    # Contrast and brightness factors uniform in [1 - x, 1 + x] (0 = off).
+    cfg.INPUT.CT_AUGMENTATION.CONTRAST = 0.0
+    cfg.INPUT.CT_AUGMENTATION.BRIGHTNESS = 0.0
+    # Gamma with log-uniform factor in [1 / GAMMA, GAMMA] (1.0 = off).
+    cfg.INPUT.CT_AUGMENTATION.GAMMA = 1.0
+    # Probability of CLAHE (the local contrast of CLAHE exports such as covid19_ct_seg), and
+    # the range its clip limit is drawn from.
+    cfg.INPUT.CT_AUGMENTATION.CLAHE_PROB = 0.0
+    cfg.INPUT.CT_AUGMENTATION.CLAHE_CLIP_LIMIT = (1.0, 3.0)
+
+    # Per-dataset repeat factors of DATASETS.TRAIN (one per name, empty = all 1.0): a source
+    # with a factor of 4 is sampled four times as often per slice, so that a small source is
+    # not drowned by a large one (DATALOADER.SAMPLER_TRAIN "TrainingSampler" only).
+    cfg.DATALOADER.CT_DATASET_REPEAT = ()

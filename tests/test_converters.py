@@ -609,3 +609,82 @@ def test_real_medseg_multiclass_transposed(shared_data, tmp_path):
     assert {a["category_id"] for a in merged_anns} == {1}
     with pytest.raises(FileExistsError):
         convert_layout("medseg-multiclass", src, str(tmp_path / "mm"))
+
+
+# ----------------------------------------------------------------------------- 0/255 masks
+
+
+@pytest.mark.parametrize("foreground", [1, 255])
+def test_binary_folder_accepts_0_1_and_0_255_masks(tmp_path, foreground):
+    src = _make_binary_folder(str(tmp_path / "bin"), num=3)
+    for name in os.listdir(os.path.join(src, "masks")):
+        path = os.path.join(src, "masks", name)
+        mask = np.array(Image.open(path))
+        _save_png((mask > 0).astype(np.uint8) * foreground, path)
+    outputs = convert_layout("binary-folder", src, str(tmp_path / "out"))
+    anns = _load(outputs["train"])["annotations"] + _load(outputs["val"])["annotations"]
+    assert anns and all(a["area"] > 100 for a in anns)
+
+
+def test_binary_mask_with_both_1_and_255_is_refused(tmp_path):
+    src = _make_binary_folder(str(tmp_path / "bin"), num=2)
+    bad = os.path.join(src, "masks", "slice_000.png")
+    mask = np.zeros((64, 64), np.uint8)
+    mask[10:30, 10:30] = 255
+    mask[40:60, 40:60] = 1
+    _save_png(mask, bad)
+    with pytest.raises(DatasetFormatError) as excinfo:
+        convert_layout("binary-folder", src, str(tmp_path / "out"))
+    _assert_format_error(excinfo, bad, "unexpected mask values [255]; allowed 0 and 1, or 0 and 255")
+
+
+def test_real_covid19_ct_seg_split_by_volume(shared_data, tmp_path):
+    src = os.path.join(shared_data, "covid19_ct_seg")
+    outputs = convert_layout("covid19-ct-seg", src, str(tmp_path / "c19"), min_area=25)
+    train, val = _load(outputs["train"]), _load(outputs["val"])
+    with open(os.path.join(src, "volumes.csv")) as f:
+        volume_of = dict(line.strip().split(",") for line in f.readlines()[1:])
+    assert len(train["images"]) + len(val["images"]) == len(volume_of) == 1259
+    # every slice carries its volume from volumes.csv, and no volume is in both splits
+    for split in (train, val):
+        for im in split["images"]:
+            assert im["group"] == volume_of[os.path.basename(im["file_name"])]
+    train_vols = {im["group"] for im in train["images"]}
+    val_vols = {im["group"] for im in val["images"]}
+    assert train_vols and val_vols and not (train_vols & val_vols)
+    assert len(train_vols | val_vols) == 14
+    # 0/255 masks become instances whose union is the mask's foreground (components > 25 px)
+    by_image = {}
+    for a in val["annotations"]:
+        by_image.setdefault(a["image_id"], []).append(a)
+    checked = 0
+    for im in val["images"][:40]:
+        lesion = np.array(Image.open(os.path.join(src, "masks", os.path.basename(im["file_name"]))))
+        assert set(np.unique(lesion)) <= {0, 255}
+        covered = np.zeros(lesion.shape, bool)
+        for a in by_image.get(im["id"], []):
+            covered |= _decode(a)
+        assert not (covered & (lesion == 0)).any()
+        rest, n = ndimage.label((lesion > 0) & ~covered, np.ones((3, 3), bool))
+        assert n == 0 or np.bincount(rest.ravel())[1:].max() <= 25
+        checked += bool(covered.any())
+        # lung masks are recorded beside each slice
+        assert im["lung_file"] == "lungs/" + os.path.basename(im["file_name"])
+    assert checked > 10
+    # slices are annotated as stored: the image the JSON names is the source file, unturned
+    first = train["images"][0]
+    assert os.path.join(train["info"]["image_root"], first["file_name"]) == os.path.join(
+        os.path.abspath(src), first["file_name"])
+
+
+def test_volume_layout_needs_a_row_per_slice(tmp_path):
+    src = _make_binary_folder(str(tmp_path / "vol"), num=4)
+    names = sorted(os.listdir(os.path.join(src, "images")))
+    with open(os.path.join(src, "volumes.csv"), "w") as f:
+        f.write("file,volume\n" + "".join(f"{n},v{i % 2}\n" for i, n in enumerate(names[:-1])))
+    with pytest.raises(DatasetFormatError) as excinfo:
+        convert_layout("covid19-ct-seg", src, str(tmp_path / "out"))
+    _assert_format_error(excinfo, os.path.join(src, "images", names[-1]), "no row in")
+    os.remove(os.path.join(src, "volumes.csv"))
+    with pytest.raises(DatasetFormatError, match="volume table not found"):
+        convert_layout("covid19-ct-seg", src, str(tmp_path / "out"))

@@ -132,10 +132,23 @@ class ResumableTrainLoader:
         yield from self.data_loader
 
 
-def build_index_sampler(cfg, dataset_dicts, seed):
-    """Detectron2's training sampler named by ``DATALOADER.SAMPLER_TRAIN``, seeded with ``seed``."""
+def build_index_sampler(cfg, dataset_dicts, seed, repeat_factors=None):
+    """Detectron2's training sampler named by ``DATALOADER.SAMPLER_TRAIN``, seeded with ``seed``.
+
+    Args:
+        repeat_factors (list[float] or None): per-record repeat factors (from
+            ``DATALOADER.CT_DATASET_REPEAT``); a ``TrainingSampler`` then becomes Detectron2's
+            ``RepeatFactorTrainingSampler`` over them.
+    """
     name = cfg.DATALOADER.SAMPLER_TRAIN
     logger.info("Using training sampler %s (seed %d)", name, seed)
+    if repeat_factors is not None:
+        if name != "TrainingSampler":
+            raise ValueError(
+                f"DATALOADER.CT_DATASET_REPEAT needs DATALOADER.SAMPLER_TRAIN TrainingSampler, "
+                f"not {name}"
+            )
+        return RepeatFactorTrainingSampler(torch.tensor(repeat_factors), seed=seed)
     if name == "TrainingSampler":
         return TrainingSampler(len(dataset_dicts), seed=seed)
     if name == "RepeatFactorTrainingSampler":
@@ -149,6 +162,40 @@ def build_index_sampler(cfg, dataset_dicts, seed):
             seed_subset=seed,
         )
     raise ValueError(f"Unknown training sampler: {name}")
+
+
+def load_train_dicts(cfg):
+    """The records of ``DATASETS.TRAIN`` (filtered as ``build_detection_train_loader`` does) and
+    their repeat factors from ``DATALOADER.CT_DATASET_REPEAT``.
+
+    Returns:
+        tuple[list[dict], list[float] or None]: records, and one factor per record (None when
+        ``CT_DATASET_REPEAT`` is empty).
+
+    Raises:
+        ValueError: ``CT_DATASET_REPEAT`` does not give one positive factor per training set.
+    """
+    names, factors = list(cfg.DATASETS.TRAIN), list(cfg.DATALOADER.CT_DATASET_REPEAT)
+    kwargs = dict(
+        filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+        min_keypoints=cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE
+        if cfg.MODEL.KEYPOINT_ON else 0,
+    )
+    if not factors:
+        proposals = cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None
+        return get_detection_dataset_dicts(names, proposal_files=proposals, **kwargs), None
+    if len(factors) != len(names) or min(factors) <= 0:
+        raise ValueError(
+            f"DATALOADER.CT_DATASET_REPEAT {tuple(factors)} must give one positive factor per "
+            f"name of DATASETS.TRAIN {tuple(names)}"
+        )
+    dataset, repeat = [], []
+    for name, factor in zip(names, factors):
+        dicts = get_detection_dataset_dicts([name], **kwargs)
+        logger.info("%s: %d training records, repeat factor %.2f", name, len(dicts), factor)
+        dataset.extend(dicts)
+        repeat.extend([float(factor)] * len(dicts))
+    return dataset, repeat
 
 
 def build_resumable_train_loader(cfg, mapper=None, seed=None, *, dataset=None,
@@ -168,14 +215,9 @@ def build_resumable_train_loader(cfg, mapper=None, seed=None, *, dataset=None,
     Returns:
         ResumableTrainLoader: with ``dataset_dicts`` and ``batch_sampler`` attributes.
     """
+    repeat_factors = None
     if dataset is None:
-        dataset = get_detection_dataset_dicts(
-            cfg.DATASETS.TRAIN,
-            filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
-            min_keypoints=cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE
-            if cfg.MODEL.KEYPOINT_ON else 0,
-            proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
-        )
+        dataset, repeat_factors = load_train_dicts(cfg)
     if seed is None:
         seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
     if aspect_ratio_grouping is None:
@@ -189,7 +231,7 @@ def build_resumable_train_loader(cfg, mapper=None, seed=None, *, dataset=None,
             f"{world_size} processes"
         )
     batch_sampler = ResumableBatchSampler(
-        build_index_sampler(cfg, dataset, seed),
+        build_index_sampler(cfg, dataset, seed, repeat_factors),
         cfg.SOLVER.IMS_PER_BATCH // world_size,
         buckets=aspect_ratio_buckets(dataset) if aspect_ratio_grouping else None,
     )

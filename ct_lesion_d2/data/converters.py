@@ -5,6 +5,7 @@ fewer are merged into the background (SPEC 1). Slices without lesions are kept a
 no annotation, so whether they are trained on is the config's choice
 (``DATALOADER.FILTER_EMPTY_ANNOTATIONS``).
 """
+import csv
 import itertools
 import json
 import logging
@@ -20,11 +21,12 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from .io import (
+    BINARY,
     DatasetFormatError,
     StagedWrites,
     is_high_bit_depth,
     read_grey_image,
-    read_label_mask,
+    read_mask,
     refuse_existing,
 )
 
@@ -35,7 +37,8 @@ CNCB_MERGED = OrderedDict([("Lesion", (2, 3))])
 CNCB_SEPARATE = OrderedDict([("GGO", (2,)), ("Consolidation", (3,))])
 CNCB_VALUES = (0, 1, 2, 3)
 BINARY_MERGED = OrderedDict([("Lesion", (1,))])
-BINARY_VALUES = (0, 1)
+# 0 and one foreground value: 0/1 (medseg100) or 0/255 (covid19_ct_seg)
+BINARY_VALUES = BINARY
 TWO_LABEL_MERGED = OrderedDict([("Lesion", (1, 2))])
 TWO_LABEL_SEPARATE = OrderedDict([("GGO", (1,)), ("Consolidation", (2,))])
 TWO_LABEL_VALUES = (0, 1, 2)
@@ -137,6 +140,67 @@ def list_folder_pairs(images_dir, masks_dir, errors=None):
     return [(images[k], masks[k], k) for k in _paired_keys(images, masks, errors)]
 
 
+def list_volume_pairs(root, errors=None):
+    """Pairs of a flat layout split by a volume table: ``images/``, ``masks/`` and
+    ``volumes.csv`` (columns ``file``, ``volume``), as in the COVID-19-CT-Seg PNG export.
+
+    Every pair must have a row in ``volumes.csv``: neighbouring slices of one volume are near
+    copies, so the split is by volume and never guessed from file names.
+
+    Returns:
+        list[tuple[str, str, str]]: (image path, mask path, volume), sorted by name.
+
+    Raises:
+        DatasetFormatError: a missing folder or table, a malformed table, or a pair without a
+            row in it.
+    """
+    table = os.path.join(root, "volumes.csv")
+    if not os.path.isfile(table):
+        raise DatasetFormatError(table, "volume table not found (columns: file,volume)")
+    with open(table, newline="") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or not {"file", "volume"} <= set(reader.fieldnames):
+            raise DatasetFormatError(table, f"needs columns file,volume; has {reader.fieldnames}")
+        volumes = {}
+        for line, row in enumerate(reader, start=2):
+            stem, volume = os.path.splitext(row["file"] or "")[0], (row["volume"] or "").strip()
+            if not stem or not volume:
+                raise DatasetFormatError(table, f"line {line}: empty file or volume")
+            if volumes.setdefault(stem, volume) != volume:
+                raise DatasetFormatError(table, f"line {line}: {row['file']} in two volumes")
+    pairs = []
+    for image, mask, stem in list_folder_pairs(
+        os.path.join(root, "images"), os.path.join(root, "masks"), errors
+    ):
+        if stem not in volumes:
+            _report(DatasetFormatError(image, f"no row in {table}"), errors)
+            continue
+        pairs.append((image, mask, volumes[stem]))
+    return pairs
+
+
+def lung_mask_files(pairs, lungs_dir):
+    """The lung-field mask of each image under ``lungs_dir`` (same name), when that folder
+    exists; lung masks are optional, but a folder that has some must have all.
+
+    Returns:
+        dict[str, str]: image path -> lung mask path (empty without the folder).
+
+    Raises:
+        DatasetFormatError: the folder lacks the lung mask of an image.
+    """
+    if not os.path.isdir(lungs_dir):
+        return {}
+    found = _stems(lungs_dir, None)
+    lungs = {}
+    for image, _, _ in pairs:
+        stem = os.path.splitext(os.path.basename(image))[0]
+        if stem not in found:
+            raise DatasetFormatError(image, f"has no lung mask in {lungs_dir}")
+        lungs[image] = found[stem]
+    return lungs
+
+
 def _report(error, errors):
     if errors is None:
         raise error
@@ -181,6 +245,7 @@ def convert_pairs(
     transpose=False,
     min_area=100,
     overwrite=False,
+    lung_masks=None,
 ):
     """Convert (image, mask, group) pairs to ``output_dir/annotations/{train,val}.json``.
 
@@ -197,6 +262,8 @@ def convert_pairs(
             (Detectron2's ``read_image`` would clip them).
         min_area (int): see ``mask_to_annotations``.
         overwrite (bool): replace existing annotation files (and transposed copies).
+        lung_masks (dict[str, str] or None): image path -> binary lung-field mask, checked and
+            recorded as the image's ``lung_file`` (relative to ``image_root``).
 
     Returns:
         dict[str, str]: split name -> path of its JSON file.
@@ -232,12 +299,15 @@ def convert_pairs(
     with StagedWrites() as staged:
         for image_path, mask_path, group in tqdm(pairs, desc="converting", unit="slice"):
             image = read_grey_image(image_path, strict=True)
-            mask = read_label_mask(mask_path, mask_values)
+            mask = read_mask(mask_path, mask_values)
             if image.shape != mask.shape:
                 raise DatasetFormatError(
                     mask_path, f"mask size {mask.shape[::-1]} differs from image {image_path} "
                     f"size {image.shape[::-1]} (width, height)"
                 )
+            lung_path = (lung_masks or {}).get(image_path)
+            if lung_path is not None and read_mask(lung_path, BINARY).shape != mask.shape:
+                raise DatasetFormatError(lung_path, f"lung mask size differs from {image_path}")
             if transpose:
                 image, mask = image.T, mask.T
             if image_path in copies:
@@ -255,6 +325,9 @@ def convert_pairs(
                     "group": group,
                 }
             )
+            if lung_path is not None:
+                coco["images"][-1]["lung_file"] = os.path.relpath(lung_path, image_root).replace(
+                    os.sep, "/")
             for ann in mask_to_annotations(mask, categories, min_area):
                 ann.update(id=next(ann_ids), image_id=image_id)
                 coco["annotations"].append(ann)
@@ -279,6 +352,7 @@ LAYOUTS = {
     "binary-folder": (None, BINARY_VALUES, BINARY_MERGED, None, False),
     "two-label-folder": (None, TWO_LABEL_VALUES, TWO_LABEL_MERGED, TWO_LABEL_SEPARATE, False),
     "medseg-multiclass": (None, TWO_LABEL_VALUES, TWO_LABEL_MERGED, TWO_LABEL_SEPARATE, True),
+    "covid19-ct-seg": (list_volume_pairs, BINARY_VALUES, BINARY_MERGED, None, False),
 }
 
 
@@ -289,8 +363,10 @@ def convert_layout(layout, input_dir, output_dir, *, separate=False, val_fractio
     Layouts: ``cncb`` (``image/<scan>/<frame>.jpg``, ``mask/<scan>/<frame>.png``, labels 0 bg,
     1 lung, 2 GGO, 3 consolidation; split by scan); ``binary-folder`` (``images/``, ``masks/``
     with 0/1, e.g. medseg100); ``two-label-folder`` (``images/``, ``masks/`` with 0 bg, 1 GGO,
-    2 consolidation, e.g. the synthetic set); ``medseg-multiclass`` (the same, stored transposed).
-    Folder layouts split by file name, as they carry no scan id.
+    2 consolidation, e.g. the synthetic set); ``medseg-multiclass`` (the same, stored transposed);
+    ``covid19-ct-seg`` (``images/``, ``masks/`` 0/255, optional ``lungs/`` 0/255 and
+    ``volumes.csv``; split by volume). The other folder layouts split by file name, as they
+    carry no scan id. Slices are kept as stored (upside-down volumes are not turned).
 
     Args:
         separate (bool): keep GGO and consolidation apart instead of merging them into Lesion.
@@ -321,4 +397,5 @@ def convert_layout(layout, input_dir, output_dir, *, separate=False, val_fractio
         transpose=transpose,
         min_area=min_area,
         overwrite=overwrite,
+        lung_masks=lung_mask_files(pairs, os.path.join(input_dir, "lungs")),
     )

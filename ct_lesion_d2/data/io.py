@@ -137,6 +137,41 @@ def read_label_mask(path, allowed_values):
     return arr.astype(np.uint8)
 
 
+# Mask-value declaration of binary layouts: 0 and one foreground value, 1 or 255.
+BINARY = "binary"
+BINARY_FOREGROUND = (1, 255)
+
+
+def read_binary_mask(path):
+    """Read a two-valued mask, 0/1 or 0/255 (the two conventions of public lesion masks), as
+    0/1 labels.
+
+    Raises:
+        DatasetFormatError: unreadable file, colour mask, or values other than 0 and one of
+            ``BINARY_FOREGROUND``.
+    """
+    arr = _decode(path, "mask", _label_array)
+    if arr.ndim == 3:
+        if not (arr[..., :3] == arr[..., :1]).all():
+            raise DatasetFormatError(path, "mask has colour channels that differ; expected labels")
+        arr = arr[..., 0]
+    values = set(np.unique(arr).tolist())
+    if not any(values <= {0, v} for v in BINARY_FOREGROUND):
+        foreground = 255 if 255 in values and 1 not in values else 1
+        unexpected = sorted(values - {0, foreground})
+        raise DatasetFormatError(
+            path, f"unexpected mask values {unexpected}; allowed 0 and 1, or 0 and 255"
+        )
+    return (arr != 0).astype(np.uint8)
+
+
+def read_mask(path, allowed_values):
+    """``read_binary_mask`` when ``allowed_values`` is ``BINARY``, else ``read_label_mask``."""
+    if allowed_values == BINARY:
+        return read_binary_mask(path)
+    return read_label_mask(path, allowed_values)
+
+
 def _fsync_folder(folder):
     # A rename is durable once the folder entry is on disk; not every OS lets a folder be synced.
     try:

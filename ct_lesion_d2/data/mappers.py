@@ -10,6 +10,7 @@ from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
+from .augmentation import build_ct_augmentation, needs_box_recompute
 from .io import DatasetFormatError
 from .transforms import read_model_slice
 
@@ -141,9 +142,24 @@ class CTLesionDatasetMapper(DatasetMapper):
     ``DatasetFormatError`` naming it and a 16-bit slice is scaled by its range.
     """
 
-    def __init__(self, cfg, is_train=True):
-        super().__init__(cfg, is_train)
-        self.intensity_cfg = cfg
+    @configurable
+    def __init__(self, is_train=True, *, intensity_cfg, **kwargs):
+        """
+        Args:
+            intensity_cfg (CfgNode): gives ``INPUT.CT_WINDOW`` and ``INPUT.CT_INPUT_UNITS``.
+            is_train, kwargs: as ``DatasetMapper``.
+        """
+        super().__init__(is_train, **kwargs)
+        self.intensity_cfg = intensity_cfg
+
+    @classmethod
+    def from_config(cls, cfg, is_train=True):
+        ret = super().from_config(cfg, is_train)
+        # Detectron2's resize and flip, then the INPUT.CT_AUGMENTATION ones (training only).
+        ret["augmentations"] = build_ct_augmentation(cfg, is_train)
+        ret["recompute_boxes"] = ret["recompute_boxes"] or needs_box_recompute(cfg)
+        ret["intensity_cfg"] = cfg
+        return ret
 
     def __call__(self, dataset_dict):
         dataset_dict = copy.deepcopy(dataset_dict)

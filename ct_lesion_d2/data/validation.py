@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from .classification import COVIDX_CLASS_NAMES, parse_covidx_split
 from .converters import LAYOUTS, list_folder_pairs
-from .io import DatasetFormatError, is_high_bit_depth, read_grey_image, read_label_mask
+from .io import DatasetFormatError, is_high_bit_depth, read_grey_image, read_mask
 
 logger = logging.getLogger(__name__)
 
@@ -310,7 +310,7 @@ def check_mask_pairs(pairs, mask_values, report, split="all", progress=True):
         report.count(split, "images")
         size = check_image(image_path, report)
         try:
-            mask = read_label_mask(mask_path, mask_values)
+            mask = read_mask(mask_path, mask_values)
         except DatasetFormatError as e:
             report.add_error(e)
             continue

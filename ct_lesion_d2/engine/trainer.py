@@ -176,8 +176,8 @@ class CTLesionTrainer(DefaultTrainer):
                     self.checkpointer.save("model_final", iteration=self.iter)
         loader = self._trainer.data_loader
         if isinstance(loader, ResumableTrainLoader):
+            # The loader is lazy: nothing has been read yet, so the first batch is start_iter's.
             loader.set_start_iter(self.start_iter)
-            self._trainer._data_loader_iter = iter(loader)
             if comm.is_main_process():
                 record = data_order_record(self.cfg, loader, self.cfg.SEED)
                 write_data_order(self.cfg.OUTPUT_DIR, record, self.start_iter)

@@ -18,6 +18,7 @@ _LESION_DATASETS = {
     "cncb": (["Lesion"], "cncb <ct_lesion_seg folder>"),
     "cncb_sep": (["GGO", "Consolidation"], "cncb <ct_lesion_seg folder> --separate"),
     "medseg100": (["Lesion"], "binary-folder <medseg100 folder>"),
+    "covid19_ct_seg": (["Lesion"], "covid19-ct-seg <covid19_ct_seg folder>"),
     "medseg_multiclass": (["Lesion"], "medseg-multiclass <folder>"),
     "medseg_multiclass_sep": (["GGO", "Consolidation"], "medseg-multiclass <folder> --separate"),
     "synthetic": (["Lesion"], "synthetic"),
