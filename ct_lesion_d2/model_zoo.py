@@ -1,7 +1,10 @@
-"""The model variants of the paper, their config files and their published sizes."""
+"""The model variants of the paper, their config files and their published sizes; and the
+trained weights that ship with the project (``ZOO_MODELS``, docs/MODEL_ZOO.md)."""
+import hashlib
 import os
 from collections import OrderedDict
 
+import torch
 from detectron2.config import get_cfg
 
 from .config import add_ct_lesion_config
@@ -71,3 +74,104 @@ def get_config(name, opts=()):
     cfg.merge_from_file(config_path(name))
     cfg.merge_from_list(list(opts))
     return cfg
+
+
+# ----------------------------------------------------------------------------- trained weights
+
+# Trained weights shipped with the package (docs/MODEL_ZOO.md): float16 state dicts with the
+# config and the training record, under ZOO_DIR.
+ZOO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zoo_files")
+# The model the tools use when no weights are given.
+DEFAULT_ZOO_MODEL = "ct_lesion_R18_T1_realct"
+# name -> config file, weights file under ZOO_DIR and its sha256
+ZOO_MODELS = OrderedDict()
+# Key of the zoo files' record of how they were made.
+ZOO_RECORD_KEY = "ct_lesion_d2"
+
+
+class ZooModelError(RuntimeError):
+    """A zoo model is unknown, or its file is missing or not the published one."""
+
+
+def file_sha256(path, chunk=1 << 20):
+    """Hex sha256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def zoo_weights(name):
+    """Path of a zoo model's weights, after checking the file's sha256.
+
+    Raises:
+        ZooModelError: unknown name, missing file or a hash that is not the published one.
+    """
+    if name not in ZOO_MODELS:
+        raise ZooModelError(f"unknown zoo model {name!r}; available: {list(ZOO_MODELS)}")
+    entry = ZOO_MODELS[name]
+    path = os.path.join(ZOO_DIR, entry["file"])
+    if not os.path.isfile(path):
+        raise ZooModelError(
+            f"{path}: weights of zoo model {name} not found; reinstall ct-lesion-d2 from a full "
+            "checkout (the file is part of the repository)"
+        )
+    digest = file_sha256(path)
+    if digest != entry["sha256"]:
+        raise ZooModelError(
+            f"{path}: sha256 {digest} is not the published {entry['sha256']} of zoo model "
+            f"{name} (damaged or replaced file); restore it from the repository"
+        )
+    return path
+
+
+def get_zoo_config(name=DEFAULT_ZOO_MODEL, opts=()):
+    """The config of a zoo model with ``MODEL.WEIGHTS`` set to its checked weights file.
+
+    Args:
+        name (str): a key of ``ZOO_MODELS``.
+        opts (list[str]): further ``KEY VALUE`` overrides.
+
+    Returns:
+        CfgNode: unfrozen.
+    """
+    weights = zoo_weights(name)
+    return get_config(ZOO_MODELS[name]["config"], ["MODEL.WEIGHTS", weights] + list(opts))
+
+
+def write_zoo_file(checkpoint, output, cfg, **record):
+    """Write a compact zoo file from a training checkpoint: the model's floating-point tensors
+    in float16 (others unchanged), no optimizer or scheduler state, and a record of how it was
+    made (``record`` plus the config, its training data and the software version).
+
+    Args:
+        checkpoint (str): a ``model_*.pth`` written by the trainer.
+        output (str): the new file; an existing one is never replaced.
+        cfg (CfgNode): the config the model was trained with.
+        record: further JSON-like facts (iterations, minutes, machine, date).
+
+    Returns:
+        str: sha256 of the written file.
+    """
+    from . import __version__
+    from .data.io import atomic_write, refuse_existing
+
+    refuse_existing([output], overwrite=False)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    model = {k: (v.half() if v.is_floating_point() else v) for k, v in state["model"].items()}
+    facts = {
+        "config": cfg.dump(),
+        "training_data": list(cfg.DATASETS.TRAIN),
+        "iteration": int(state.get("iteration", -1)),
+        "software": f"ct_lesion_d2 {__version__}",
+        **record,
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    atomic_write(output, lambda f: torch.save({"model": model, ZOO_RECORD_KEY: facts}, f))
+    return file_sha256(output)
+
+
+def zoo_record(path):
+    """The record a zoo file carries (config, training data, iterations...), or None."""
+    return torch.load(path, map_location="cpu", weights_only=True).get(ZOO_RECORD_KEY)
