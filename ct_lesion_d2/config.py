@@ -76,3 +76,10 @@ def add_ct_lesion_config(cfg):
     # with a factor of 4 is sampled four times as often per slice, so that a small source is
     # not drowned by a large one (DATALOADER.SAMPLER_TRAIN "TrainingSampler" only).
     cfg.DATALOADER.CT_DATASET_REPEAT = ()
+
+    # Lesion evaluator (ct_lesion_d2/evaluation/lesion_evaluation.py) beside COCOEvaluator.
+    cfg.TEST.CT_LESION_EVAL = CN()
+    # Predicted instances with a lower score are left out of the union and the lesion counts.
+    cfg.TEST.CT_LESION_EVAL.SCORE_THRESH = 0.5
+    # Mask IoU at which a predicted instance detects a ground-truth lesion.
+    cfg.TEST.CT_LESION_EVAL.LESION_IOU_THRESH = 0.1

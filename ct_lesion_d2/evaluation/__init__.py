@@ -1,4 +1,5 @@
-"""Evaluators: slice classification metrics (lesions use Detectron2's COCOEvaluator)."""
+"""Evaluators: slice classification metrics, and lesion Dice and detection rates beside
+Detectron2's COCOEvaluator."""
 from .classification_evaluation import (
     CTClassificationEvaluator,
     binary_auc,
@@ -6,11 +7,29 @@ from .classification_evaluation import (
     confusion_matrix,
     plot_confusion_matrix,
 )
+from .lesion_evaluation import (
+    CTLesionEvaluator,
+    annotation_rles,
+    build_lesion_evaluators,
+    connected_instances,
+    encode_masks,
+    lesion_metrics,
+    slice_lesion_counts,
+    write_lesion_results,
+)
 
 __all__ = [
     "CTClassificationEvaluator",
+    "CTLesionEvaluator",
+    "annotation_rles",
     "binary_auc",
+    "build_lesion_evaluators",
     "classification_metrics",
     "confusion_matrix",
+    "connected_instances",
+    "encode_masks",
+    "lesion_metrics",
     "plot_confusion_matrix",
+    "slice_lesion_counts",
+    "write_lesion_results",
 ]
