@@ -76,3 +76,9 @@ def add_ct_lesion_config(cfg):
     # with a factor of 4 is sampled four times as often per slice, so that a small source is
     # not drowned by a large one (DATALOADER.SAMPLER_TRAIN "TrainingSampler" only).
     cfg.DATALOADER.CT_DATASET_REPEAT = ()
+
+    # RoI pooling of MODEL.ROI_HEADS.NAME "CTLesionROIHeads" (ct_lesion_d2/modeling/roi_heads/).
+    cfg.MODEL.CT_ROI_POOLING = CN()
+    # RoIAlign as a multi-threaded weighted gather on the CPU, training and inference (the same
+    # result as torchvision's to float rounding); needs that ROI_HEADS.NAME, else has no effect.
+    cfg.MODEL.CT_ROI_POOLING.GATHER = False

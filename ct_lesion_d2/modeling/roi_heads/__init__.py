@@ -1,0 +1,3 @@
+from .gather_roi_heads import CTLesionROIHeads
+
+__all__ = ["CTLesionROIHeads"]
