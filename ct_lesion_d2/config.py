@@ -82,3 +82,6 @@ def add_ct_lesion_config(cfg):
     # RoIAlign as a multi-threaded weighted gather on the CPU, training and inference (the same
     # result as torchvision's to float rounding); needs that ROI_HEADS.NAME, else has no effect.
     cfg.MODEL.CT_ROI_POOLING.GATHER = False
+
+    # Backbone convolution weights channels-last (NHWC): faster CPU training, same model.
+    cfg.MODEL.CT_BACKBONE.CHANNELS_LAST = False

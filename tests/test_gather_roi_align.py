@@ -178,8 +178,25 @@ def test_gather_model_optimized_for_inference():
     assert torch.allclose(got.scores, ref.scores, atol=1e-4)
 
 
+def test_channels_last_backbone_trains_like_the_default():
+    torch.manual_seed(0)
+    default = build_model(get_config("mask_rcnn_R18_T1", SMALL)).train()
+    fast = build_model(
+        get_config("mask_rcnn_R18_T1", SMALL + GATHER + ["MODEL.CT_BACKBONE.CHANNELS_LAST", "True"])
+    ).train()
+    fast.load_state_dict(default.state_dict())
+    weight = fast.backbone.bottom_up.stem.conv1.weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    batch = training_batch()
+    reference, _ = losses_and_grads(default, batch)
+    got, grads = losses_and_grads(fast, batch)
+    for key, value in reference.items():
+        assert got[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    assert all(torch.isfinite(g).all() for g in grads.values())
+
+
 @pytest.mark.parametrize("name", list(SEGMENTATION_VARIANTS))
-def test_paper_configs_keep_torchvision_pooling(name):
+def test_paper_configs_keep_the_default_layers(name):
     cfg = get_config(name)
     assert cfg.MODEL.ROI_HEADS.NAME == "StandardROIHeads"
-    assert not cfg.MODEL.CT_ROI_POOLING.GATHER
+    assert not cfg.MODEL.CT_ROI_POOLING.GATHER and not cfg.MODEL.CT_BACKBONE.CHANNELS_LAST
