@@ -14,6 +14,7 @@ from ct_lesion_d2.export import optimize_for_inference
 from ct_lesion_d2.export.optimize import ChannelsLastFlatten
 from ct_lesion_d2.model_zoo import SEGMENTATION_VARIANTS, get_config
 from ct_lesion_d2.modeling import CTLesionROIHeads, GatherROIAlign, gather_roi_align
+from ct_lesion_d2.modeling.roi_heads import IndexedBitMasks
 
 GATHER = ["MODEL.ROI_HEADS.NAME", "CTLesionROIHeads", "MODEL.CT_ROI_POOLING.GATHER", "True"]
 # Few proposals and RoIs keep a training step at about a second on one core.
@@ -163,6 +164,33 @@ def test_gather_model_trains_like_the_default():
     optimizer.step()
     with EventStorage():
         assert all(torch.isfinite(v) for v in gathered(batch).values())
+
+
+def test_indexed_bit_masks_match_bit_masks():
+    generator = torch.Generator().manual_seed(4)
+    source = torch.rand(3, 40, 50, generator=generator) > 0.6
+    index = torch.tensor([2, 0, 0, 1, 2, 2])
+    lazy, eager = IndexedBitMasks(source, index), BitMasks(source[index])
+    boxes = torch.tensor([[0.0, 0.0, 50.0, 40.0], [5.0, 3.0, 20.0, 30.0]]).repeat(3, 1)
+    assert len(lazy) == 6 and torch.equal(lazy.tensor, eager.tensor)
+    assert torch.equal(lazy.crop_and_resize(boxes, 7), eager.crop_and_resize(boxes, 7))
+    keep = torch.tensor([True, False, True, True, False, True])
+    for item in (keep, torch.tensor([5, 1]), slice(1, 4), -1):
+        got = lazy[item]
+        assert isinstance(got, IndexedBitMasks) and torch.equal(got.tensor, eager[item].tensor)
+
+
+def test_gather_heads_index_the_sampled_gt_masks():
+    torch.manual_seed(0)
+    heads = build_model(get_config("mask_rcnn_R18_T1", SMALL + GATHER)).roi_heads
+    gt = training_batch()[0]["instances"]
+    proposals = Instances(gt.image_size)
+    proposals.proposal_boxes = Boxes(gt.gt_boxes.tensor.repeat(10, 1) + torch.randn(20, 4))
+    proposals.objectness_logits = torch.zeros(20)
+    with EventStorage():
+        (sampled,) = heads.label_and_sample_proposals([proposals], [gt])
+    assert isinstance(sampled.gt_masks, IndexedBitMasks) and isinstance(gt.gt_masks, BitMasks)
+    assert len(sampled.gt_masks) == len(sampled) > 20  # the ground truth is added to proposals
 
 
 def test_gather_model_optimized_for_inference():

@@ -1,3 +1,3 @@
-from .gather_roi_heads import CTLesionROIHeads
+from .gather_roi_heads import CTLesionROIHeads, IndexedBitMasks
 
-__all__ = ["CTLesionROIHeads"]
+__all__ = ["CTLesionROIHeads", "IndexedBitMasks"]
