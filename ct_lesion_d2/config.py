@@ -83,5 +83,6 @@ def add_ct_lesion_config(cfg):
     # result as torchvision's to float rounding); needs that ROI_HEADS.NAME, else has no effect.
     cfg.MODEL.CT_ROI_POOLING.GATHER = False
 
-    # Backbone convolution weights channels-last (NHWC): faster CPU training, same model.
+    # Backbone convolution weights channels-last (NHWC), the same model: CPU training measured
+    # faster with BatchNorm, not with GroupNorm (docs/BENCHMARKS.md decides; off by default).
     cfg.MODEL.CT_BACKBONE.CHANNELS_LAST = False
