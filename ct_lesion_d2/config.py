@@ -83,3 +83,13 @@ def add_ct_lesion_config(cfg):
     cfg.TEST.CT_LESION_EVAL.SCORE_THRESH = 0.5
     # Mask IoU at which a predicted instance detects a ground-truth lesion.
     cfg.TEST.CT_LESION_EVAL.LESION_IOU_THRESH = 0.1
+
+    # RoI pooling of MODEL.ROI_HEADS.NAME "CTLesionROIHeads" (ct_lesion_d2/modeling/roi_heads/).
+    cfg.MODEL.CT_ROI_POOLING = CN()
+    # RoIAlign as a multi-threaded weighted gather on the CPU, training and inference (the same
+    # result as torchvision's to float rounding); needs that ROI_HEADS.NAME, else has no effect.
+    cfg.MODEL.CT_ROI_POOLING.GATHER = False
+
+    # Backbone convolution weights channels-last (NHWC), the same model: CPU training measured
+    # faster with BatchNorm, not with GroupNorm (docs/BENCHMARKS.md decides; off by default).
+    cfg.MODEL.CT_BACKBONE.CHANNELS_LAST = False

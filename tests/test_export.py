@@ -8,8 +8,6 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 
-from torchvision.ops import roi_align
-
 import ct_lesion_d2  # noqa: F401
 from ct_lesion_d2.export import (
     CLASSIFIER_TOLERANCES,
@@ -25,7 +23,6 @@ from ct_lesion_d2.export import (
     export_classifier,
     export_segmenter,
     fold_batch_norm,
-    gather_roi_align,
     optimize_for_inference,
     segmentation_adapter,
 )
@@ -192,38 +189,3 @@ def test_fold_batch_norm_needs_eval_mode(segmenter):
     model.eval()
     assert fold_batch_norm(model) > 0
     assert fold_batch_norm(model) == 0  # nothing left to fold
-
-
-@pytest.mark.parametrize("aligned", [True, False])
-@pytest.mark.parametrize("sampling_ratio", [1, 2, 3])
-def test_gather_roi_align_matches_torchvision(aligned, sampling_ratio):
-    torch.manual_seed(0)
-    features = torch.randn(2, 8, 20, 24, dtype=torch.float64)
-    xy = torch.rand(300, 2) * 300 - 50  # some boxes start outside the map
-    boxes = torch.cat([xy, xy + torch.rand(300, 2) * 200], dim=1)
-    boxes[:5] = torch.tensor([[0.0, 0.0, 0.0, 0.0], [376.0, 312.0, 400.0, 330.0],
-                              [-30.0, -30.0, -10.0, -5.0], [0.0, 0.0, 384.0, 320.0],
-                              [100.0, 100.0, 100.0, 180.0]])  # empty, at/over the far edges
-    rois = torch.cat([torch.randint(0, 2, (300, 1)).double(), boxes.double()], dim=1)
-    reference = roi_align(features, rois, (7, 5), 1 / 16, sampling_ratio, aligned)
-    got = gather_roi_align(features, rois, (7, 5), 1 / 16, sampling_ratio, aligned)
-    assert got.shape == reference.shape == (300, 8, 7, 5)
-    assert torch.allclose(got, reference, rtol=0, atol=1e-10)
-    channels_last = features.contiguous(memory_format=torch.channels_last)
-    got = gather_roi_align(channels_last, rois[:0], 7, 1 / 16, sampling_ratio, aligned)
-    assert got.shape == (0, 8, 7, 7)
-
-
-def test_gather_roi_align_module_falls_back(segmenter):
-    roi_align_module = segmenter.roi_heads.box_pooler.level_poolers[0]
-    gathered = GatherROIAlign(roi_align_module)
-    features = torch.randn(1, 4, 16, 16, requires_grad=True)
-    rois = torch.tensor([[0.0, 10.0, 10.0, 120.0, 90.0]])
-    # gradients needed: torchvision's kernel, so autograd sees the usual graph
-    gathered(features, rois).sum().backward()
-    assert features.grad is not None and features.grad.abs().sum() > 0
-    with torch.no_grad():
-        assert torch.allclose(gathered(features, rois), roi_align_module(features, rois),
-                              atol=1e-5)
-    with pytest.raises(ValueError, match="fixed sampling ratio"):
-        gather_roi_align(features, rois, 7, 1 / 16, 0)

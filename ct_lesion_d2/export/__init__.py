@@ -4,7 +4,7 @@ Importing this package also makes ``detectron2.export`` importable where caffe2 
 (``compat.py``), which ``TracingAdapter`` and fvcore flop counting need.
 """
 from .compat import ensure_detectron2_export
-from .gather_roi_align import GatherROIAlign, gather_roi_align
+from ..modeling.gather_roi_align import GatherROIAlign, gather_roi_align
 from .optimize import fold_batch_norm, gather_roi_poolers, optimize_for_inference
 from .tracing import EXPORT_FORMATS, ExportedGraph, ExportError, check_exportable
 from .segmentation import (

@@ -7,8 +7,8 @@ Three measured changes (docs/BENCHMARKS.md), each optional:
   feature map of the backbone disappears.
 - Channels-last weights: oneDNN convolutions run faster in NHWC; PyTorch picks NHWC for a
   convolution when its weight is channels-last, and the layout then propagates.
-- RoIAlign as a gather (``gather_roi_align.py``): torchvision's CPU ``roi_align`` runs on one
-  core and was the largest single cost of a ResNet18_T1 slice at 1,000 proposals; the same
+- RoIAlign as a gather (``modeling/gather_roi_align.py``): torchvision's CPU ``roi_align`` runs
+  on one core and was the largest single cost of a ResNet18_T1 slice at 1,000 proposals; the same
   bilinear sums as one multi-threaded ``embedding_bag`` over the channels-last feature map;
   the box head then reads the gathered features in their channels-last order.
 
@@ -19,13 +19,13 @@ docs/BENCHMARKS.md. They leave the model in a state that should not be trained f
 import logging
 
 import torch
-from detectron2.layers import Conv2d, FrozenBatchNorm2d, ROIAlign
+from detectron2.layers import Conv2d, FrozenBatchNorm2d
 from detectron2.modeling.poolers import ROIPooler
 from detectron2.modeling.roi_heads.box_head import FastRCNNConvFCHead
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-from .gather_roi_align import GatherROIAlign
+from ..modeling.gather_roi_align import GatherROIAlign, use_gather_roi_align
 
 __all__ = [
     "ChannelsLastFlatten",
@@ -81,17 +81,10 @@ def gather_roi_poolers(model):
     """Replace the RoIAlign of every ``ROIPooler`` level by :class:`GatherROIAlign`, in place.
 
     Returns:
-        int: the number of pooler levels replaced.
+        int: the number of pooler levels replaced (none where the model was built with
+        ``MODEL.CT_ROI_POOLING.GATHER``, which gathers already).
     """
-    replaced = 0
-    for module in model.modules():
-        if not isinstance(module, ROIPooler):
-            continue
-        for i, level in enumerate(module.level_poolers):
-            if isinstance(level, ROIAlign):
-                module.level_poolers[i] = GatherROIAlign(level)
-                replaced += 1
-    return replaced
+    return sum(use_gather_roi_align(m) for m in model.modules() if isinstance(m, ROIPooler))
 
 
 class ChannelsLastFlatten(nn.Module):
@@ -154,7 +147,10 @@ def optimize_for_inference(model, *, fold_bn=True, channels_last=True, gather_po
     if channels_last and on_cpu:
         model.to(memory_format=torch.channels_last)
     replaced = gather_roi_poolers(model) if gather_pooling and on_cpu else 0
-    head = flatten_box_head_channels_last(model) if replaced else False
+    gathered = (
+        gather_pooling and on_cpu and any(isinstance(m, GatherROIAlign) for m in model.modules())
+    )
+    head = flatten_box_head_channels_last(model) if gathered else False
     logger.info(
         f"optimize_for_inference: {folded} BatchNorm folded, channels-last "
         f"{bool(channels_last and on_cpu)}, {replaced} RoIAlign level(s) as gathers, box head "

@@ -5,6 +5,7 @@ the last one or two stages (truncations T1, T2) leaves no parameters of them in 
 Detectron2's ``FPN`` with a single input feature and no top block is exactly the paper's one
 level: a 1x1 lateral conv and a 3x3 output conv, both with bias, and no top-down path.
 """
+import torch
 from detectron2.modeling import BACKBONE_REGISTRY, FPN, build_resnet_backbone
 
 _STAGES = ("res2", "res3", "res4", "res5")
@@ -36,7 +37,8 @@ def build_ct_lesion_resnet_fpn_backbone(cfg, input_shape):
     FPN of ``MODEL.CT_BACKBONE.FPN_LEVELS`` levels and no extra pooled level.
 
     ``MODEL.RESNETS.OUT_FEATURES`` and ``MODEL.FPN.IN_FEATURES`` are derived from the truncation;
-    values set in the config must agree with it.
+    values set in the config must agree with it. ``MODEL.CT_BACKBONE.CHANNELS_LAST`` stores the
+    convolution weights channels-last.
 
     Returns:
         FPN: a Backbone whose outputs are ``p<k>`` for each stage it reads (``p4`` for T1).
@@ -57,7 +59,7 @@ def build_ct_lesion_resnet_fpn_backbone(cfg, input_shape):
     resnet_cfg.defrost()
     resnet_cfg.MODEL.RESNETS.OUT_FEATURES = in_features
     bottom_up = build_resnet_backbone(resnet_cfg, input_shape)
-    return FPN(
+    backbone = FPN(
         bottom_up=bottom_up,
         in_features=in_features,
         out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
@@ -65,3 +67,8 @@ def build_ct_lesion_resnet_fpn_backbone(cfg, input_shape):
         top_block=None,
         fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
     )
+    if ct.CHANNELS_LAST:
+        # oneDNN runs a convolution NHWC when its weight is channels-last, forward and backward;
+        # the layout then propagates to the heads. The parameters keep their shapes and values.
+        backbone.to(memory_format=torch.channels_last)
+    return backbone

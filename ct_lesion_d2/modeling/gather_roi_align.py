@@ -1,4 +1,4 @@
-"""RoIAlign as a weighted gather of feature vectors, for CPU inference.
+"""RoIAlign as a weighted gather of feature vectors, for CPU training and inference.
 
 With a fixed sampling ratio, every output cell of RoIAlign is a fixed linear combination of at
 most ``sampling_ratio**2 * 4`` feature vectors (the bilinear neighbours of its sample points).
@@ -6,18 +6,25 @@ Computing the indices and weights of those combinations takes a few vectorised t
 ``torch.nn.functional.embedding_bag`` with ``per_sample_weights`` then sums the weighted
 vectors, multi-threaded and vectorised over channels (the feature map read channels-last, one
 row per pixel). torchvision's CPU ``roi_align`` loops over RoIs, channels and samples on a
-single core, and is the largest single cost of a ResNet18_T1 slice at 1,000 proposals
-(docs/BENCHMARKS.md).
+single core, forward and backward, and is the largest single cost of a ResNet18_T1 slice at
+1,000 proposals (docs/BENCHMARKS.md) and of a training iteration.
+
+The backward is autograd's ``embedding_bag`` backward with respect to its weight matrix (the
+feature map): the output gradients scaled by the same weights and summed into the pixels they
+came from, so no custom autograd function is needed. The bilinear weights depend on the boxes
+only, which Detectron2 detaches, so no gradient flows to the boxes (nor does it in torchvision).
 
 The sample positions, the out-of-map rule and the clamping follow torchvision's CPU kernel
-operation by operation; results differ from it by float rounding only (about 1e-6), which
-``tests/test_export.py`` checks against torchvision, boundary RoIs included.
+operation by operation; results and input gradients differ from it by float rounding only
+(about 1e-6), which ``tests/test_gather_roi_align.py`` checks against torchvision at float64,
+boundary RoIs included.
 """
 import torch
+from detectron2.layers import ROIAlign
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["GatherROIAlign", "gather_roi_align"]
+__all__ = ["GatherROIAlign", "gather_roi_align", "use_gather_roi_align"]
 
 
 def _axis_neighbours(coords, size):
@@ -99,8 +106,9 @@ def gather_roi_align(input, rois, output_size, spatial_scale, sampling_ratio, al
 class GatherROIAlign(nn.Module):
     """Drop-in for a Detectron2 ``ROIAlign`` module using :func:`gather_roi_align` on the CPU.
 
-    Falls back to the wrapped module on CUDA, while tracing or scripting, when gradients are
-    needed, and for an adaptive sampling ratio (0).
+    Differentiable with respect to the features, so it serves training as well. Falls back to
+    the wrapped module on CUDA, while tracing or scripting (the exported graph keeps
+    torchvision's operator), and for an adaptive sampling ratio (0).
     """
 
     def __init__(self, roi_align):
@@ -119,7 +127,6 @@ class GatherROIAlign(nn.Module):
             or input.is_cuda
             or torch.jit.is_tracing()
             or torch.jit.is_scripting()
-            or (torch.is_grad_enabled() and input.requires_grad)
         ):
             return ra(input, rois)
         return gather_roi_align(
@@ -128,3 +135,23 @@ class GatherROIAlign(nn.Module):
 
     def __repr__(self):
         return f"GatherROIAlign({self.roi_align!r})"
+
+
+def use_gather_roi_align(pooler):
+    """Wrap every ``ROIAlign`` level of a Detectron2 ``ROIPooler`` in :class:`GatherROIAlign`.
+
+    The pooler is changed in place; it has no parameters, so checkpoints are unaffected.
+
+    Args:
+        pooler (ROIPooler): the pooler of a box, mask or keypoint head.
+
+    Returns:
+        int: the number of levels wrapped (levels already wrapped, or of another pooler type
+        such as ``ROIPool``, are left as they are).
+    """
+    wrapped = 0
+    for i, level in enumerate(pooler.level_poolers):
+        if isinstance(level, ROIAlign):
+            pooler.level_poolers[i] = GatherROIAlign(level)
+            wrapped += 1
+    return wrapped

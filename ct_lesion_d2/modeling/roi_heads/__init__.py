@@ -1,0 +1,3 @@
+from .gather_roi_heads import CTLesionROIHeads, IndexedBitMasks
+
+__all__ = ["CTLesionROIHeads", "IndexedBitMasks"]
