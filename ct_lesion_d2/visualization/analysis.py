@@ -1,4 +1,4 @@
-"""The paper's analysis figures (SPEC 5, Figures 2 and 3), one slice at a time.
+"""The paper's analysis figures (docs/PAPER.md, section 5: Figures 2 and 3), one slice at a time.
 
 - :func:`draw_analysis_panel`: the slice with the predicted lesions (Detectron2
   ``Visualizer``: boxes, masks, class, confidence), the combined raw mask score map, the ground

@@ -1,4 +1,6 @@
-"""COVID-CT-Mask-Net: a chest-CT slice classifier on top of a trained lesion Mask R-CNN (SPEC 2).
+"""COVID-CT-Mask-Net: a chest-CT slice classifier on top of a trained lesion Mask R-CNN.
+
+The model of docs/PAPER.md, section 2.
 
 The detector (backbone, RPN, RoI box branch) of the segmentation model runs in inference mode
 and ranks B detections per image; each becomes a row ``[confidence, 4 box-regression deltas]``
