@@ -176,8 +176,23 @@ def _decode_pixels(ds, path):
     return arr.reshape((frames,) + arr.shape[-2:])
 
 
+def _hounsfield(ds, stored, path):
+    """HU (float32) from the stored values: pydicom's modality LUT (``apply_modality_lut``)
+    where the header has a Modality LUT Sequence or both rescale values; otherwise the rules of
+    :func:`_rescale` (an enhanced CT's functional groups, a missing slope or intercept)."""
+    from pydicom.pixels import apply_modality_lut
+
+    if ds.get("ModalityLUTSequence") or (
+        ds.get("RescaleSlope") is not None and ds.get("RescaleIntercept") is not None
+    ):
+        return apply_modality_lut(stored, ds).astype(np.float32)
+    slope, intercept = _rescale(ds, path)
+    return stored.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+
+
 def _rescale(ds, path):
-    """(slope, intercept) of the modality LUT; refuses data that cannot be Hounsfield units."""
+    """(slope, intercept) when the header lacks one of them; refuses data that cannot be
+    Hounsfield units."""
     slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
     if slope is None and intercept is None:
         shared = ds.get("SharedFunctionalGroupsSequence")
@@ -242,8 +257,7 @@ def _slice_normal(orientation):
 def _read_slices_unchecked(ds, path):
     """HU pixels (F, H, W), padding mask and pixel spacing of one DICOM file, radiological view."""
     stored = _decode_pixels(ds, path)
-    slope, intercept = _rescale(ds, path)
-    hu = stored.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+    hu = _hounsfield(ds, stored, path)
     padding = _padding_mask(ds, stored, hu)
     hu[padding] = PADDING_HU
     spacing = ds.get("PixelSpacing")
