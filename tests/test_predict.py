@@ -6,7 +6,6 @@ import json
 import os
 import re
 import shutil
-import sys
 
 import numpy as np
 import pydicom
@@ -25,9 +24,8 @@ from ct_lesion_d2.engine import CTLesionPredictor, SlicePrediction, build_predic
 from ct_lesion_d2.model_zoo import get_config
 from ct_lesion_d2.visualization import combined_mask_logits, draw_analysis_panel
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
-import analyze  # noqa: E402
-import predict  # noqa: E402
+from ct_lesion_d2.analysis import dataset_figures as analyze
+from ct_lesion_d2.analysis import predict
 
 LIDC = "dicom/lidc_minimal_header/0.dcm"
 MIXED = "dicom/tcia_covid19_ny_sbu/A002304/axial"

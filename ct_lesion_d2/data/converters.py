@@ -1,7 +1,7 @@
 """Convert CT lesion label masks to COCO instance JSON.
 
 Each connected lesion component becomes one instance; components of ``min_area`` pixels or
-fewer are merged into the background (SPEC 1). Slices without lesions are kept as images with
+fewer are merged into the background (docs/PAPER.md, section 1.6). Slices without lesions are kept as images with
 no annotation, so whether they are trained on is the config's choice
 (``DATALOADER.FILTER_EMPTY_ANNOTATIONS``).
 """
@@ -23,12 +23,11 @@ from tqdm import tqdm
 from .io import (
     BINARY,
     DatasetFormatError,
-    StagedWrites,
     is_high_bit_depth,
     read_grey_image,
     read_mask,
-    refuse_existing,
 )
+from ..utils.files import StagedWrites, refuse_existing
 
 logger = logging.getLogger(__name__)
 

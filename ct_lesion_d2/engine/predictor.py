@@ -1,7 +1,7 @@
 """Batched slice predictor: lesions, raw mask logits, the ranked RoI batch and class scores.
 
 ``DefaultPredictor`` runs one image and keeps only the post-processed instances. The paper's
-analysis (SPEC 5) also needs the mask logits before the sigmoid, the ranked batch of B RoIs
+analysis (docs/PAPER.md, section 5) also needs the mask logits before the sigmoid, the ranked batch of B RoIs
 and the classifier's class scores, so :class:`CTLesionPredictor` drives the models directly,
 with ``DefaultPredictor``'s steps: build, load ``MODEL.WEIGHTS``, resize with
 ``INPUT.{MIN,MAX}_SIZE_TEST``, eval mode, no gradients.
@@ -20,6 +20,7 @@ from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Instances
 from tqdm import tqdm
 
+from ..config import get_cfg_for
 from ..data.datasets.metadata import PAPER_IMAGE_CLASSES, image_class_names
 from ..data.transforms import to_model_intensities, window_from_config
 from ..modeling.detect import detect
@@ -250,21 +251,10 @@ def build_predict_config(
     Returns:
         CfgNode
     """
-    from detectron2.config import get_cfg
-
-    from ..config import add_ct_lesion_config
-    from .trainer import resolve_device
-
-    cfg = get_cfg()
-    add_ct_lesion_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
+    cfg = get_cfg_for(config_file, opts, device)
     if weights:
         cfg.MODEL.WEIGHTS = weights
-    if device:
-        cfg.MODEL.DEVICE = device
     if confidence_threshold is not None:
         cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = float(confidence_threshold)
-    resolve_device(cfg)
     cfg.freeze()
     return cfg

@@ -4,7 +4,6 @@ import logging
 import math
 import os
 
-import torch
 from detectron2.data import MetadataCatalog, build_detection_test_loader
 from detectron2.engine import DefaultTrainer, hooks
 from detectron2.evaluation import COCOEvaluator
@@ -26,18 +25,6 @@ from .hooks import IterationSeed
 logger = logging.getLogger(__name__)
 
 CLASSIFIER_META_ARCHITECTURES = ("CTMaskNetClassifier",)
-
-
-def resolve_device(cfg):
-    """Fall back to the CPU when the config asks for CUDA on a machine without it.
-
-    Detectron2's default ``MODEL.DEVICE`` is "cuda"; the project runs on CUDA where there is a
-    GPU and on the CPU everywhere else. Modifies ``cfg`` (unfrozen) in place.
-    """
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        logger.warning("MODEL.DEVICE=%s but CUDA is not available: using the CPU", cfg.MODEL.DEVICE)
-        cfg.MODEL.DEVICE = "cpu"
-    return cfg
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -22,7 +22,7 @@ from detectron2.structures import Boxes
 from ..modeling.detect import detect
 from ..modeling.meta_arch.covid_ct_mask_net import CTMaskNetClassifier, roi_candidates
 from ..modeling.meta_arch.roi_batch import build_roi_batch
-from ..data.io import refuse_existing
+from ..utils.files import refuse_existing
 from .optimize import fold_batch_norm
 from .tracing import (
     EXPORT_FORMATS,
