@@ -23,7 +23,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, JPEG2000Lossless
 
 from ct_lesion_d2.data.io import DatasetFormatError
 from ct_lesion_d2.data.mappers import CTLesionDatasetMapper
-from ct_lesion_d2.data.scans import PADDING_HU, read_scan
+from ct_lesion_d2.data.readers import PADDING_HU, read_scan
 from ct_lesion_d2.model_zoo import get_config
 
 from ct_lesion_d2.analysis import predict

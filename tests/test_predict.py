@@ -18,7 +18,7 @@ from PIL import Image
 from pycocotools import mask as mask_util
 
 from ct_lesion_d2.analysis import aggregate_classes, build_scan_report
-from ct_lesion_d2.data.scans import Scan, read_scan, write_nifti
+from ct_lesion_d2.data.readers import Scan, read_scan, write_nifti
 from ct_lesion_d2.data.transforms import apply_ct_window
 from ct_lesion_d2.engine import CTLesionPredictor, SlicePrediction, build_predict_config
 from ct_lesion_d2.model_zoo import get_config

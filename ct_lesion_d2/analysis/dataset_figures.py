@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from ..data.datasets.metadata import lesion_metadata
 from ..data.io import DatasetFormatError
-from ..data.scans import read_scan
+from ..data.readers import read_scan
 from ..engine.predictor import CTLesionPredictor
 from ..utils.files import write_json_atomic
 from ..visualization.analysis import TOP_ROIS, save_slice_figures

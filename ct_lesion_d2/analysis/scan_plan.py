@@ -4,7 +4,7 @@ import os
 import re
 
 from ..data.io import DatasetFormatError
-from ..data.scans import (
+from ..data.readers import (
     IMAGE_EXTENSIONS,
     NIFTI_EXTENSIONS,
     folder_kind,

@@ -23,8 +23,9 @@ import numpy as np
 import torch
 
 # importing ct_lesion_d2.export also makes detectron2.export and its analysis importable
-from ..data.io import DatasetFormatError, read_grey_image
-from ..data.scans import list_image_files
+from ..data.io import DatasetFormatError
+from ..data.readers import read_grey_image
+from ..data.readers import list_image_files
 from ..export import optimize_for_inference
 
 

@@ -36,7 +36,7 @@ from detectron2.structures import BitMasks, Boxes, Instances
 from tqdm import tqdm
 
 from ..data.converters import TWO_LABEL_MERGED, mask_to_annotations
-from ..data.io import read_grey_image, read_label_mask
+from ..data.readers import read_grey_image, read_label_mask
 from ..utils.files import write_json_atomic
 from ..data.synthetic import generate_synthetic_slices
 from ..export import ExportedSegmenter, export_segmenter

@@ -25,7 +25,8 @@ from tqdm import tqdm
 
 from .classification import COVIDX_CLASS_NAMES, parse_covidx_split
 from .converters import LAYOUTS, list_folder_pairs
-from .io import DatasetFormatError, is_high_bit_depth, read_grey_image, read_mask
+from .io import DatasetFormatError
+from .readers import is_high_bit_depth, read_grey_image, read_mask
 
 logger = logging.getLogger(__name__)
 

@@ -148,7 +148,7 @@ class CTLesionPredictor:
 
         Args:
             slices (Sequence[np.ndarray]): (H, W) slices, HU when ``is_hu`` else 0-255 grey.
-            is_hu (bool): see :class:`ct_lesion_d2.data.scans.Scan`.
+            is_hu (bool): see :class:`ct_lesion_d2.data.readers.Scan`.
             names (Sequence[str] or None): named in errors.
 
         Returns:
@@ -179,7 +179,7 @@ class CTLesionPredictor:
         """Predict every slice of a scan, ``batch_size`` slices per forward pass.
 
         Args:
-            scan (Scan): from ``ct_lesion_d2.data.scans``.
+            scan (Scan): from ``ct_lesion_d2.data.readers``.
             batch_size (int): slices per batch.
             progress (bool): show a tqdm progress bar over the slices.
 

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from ..config import get_cfg_for
 from ..data.io import DatasetFormatError
 from ..data.mappers import CTLesionDatasetMapper
-from ..data.scans import list_image_files
+from ..data.readers import list_image_files
 from ..engine.trainer import CTLesionTrainer
 from ..modeling.meta_arch import is_classifier_config as is_classifier
 from ..modeling.meta_arch import load_model_weights
