@@ -242,7 +242,7 @@ class CTMaskNetClassifier(GeneralizedRCNN):
             batched_inputs (list[dict]): ``"image"`` (C, H, W); ``"class_id"`` (int) for
                 training; optional ``"height"``, ``"width"`` for the output ``roi_boxes``.
                 Inputs may instead carry precomputed ``"roi_rows"`` (B, 5) (see
-                :func:`ct_lesion_d2.modeling.roi_batch_cache.compute_roi_batch_records`): the
+                :func:`ct_lesion_d2.modeling.meta_arch.roi_batch_cache.compute_roi_batch_records`): the
                 detector is then skipped and only module S runs.
 
         Returns:
