@@ -1,5 +1,53 @@
-"""Project config keys of ct-lesion-d2, added to Detectron2's defaults."""
+"""Project config keys of ct-lesion-d2, added to Detectron2's defaults, and the one way the
+tools build a config: :func:`get_cfg_for`."""
+import logging
+
+import torch
 from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
+
+__all__ = ["add_ct_lesion_config", "get_cfg_for", "resolve_device"]
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_device(cfg):
+    """Fall back to the CPU when the config asks for CUDA on a machine without it.
+
+    Detectron2's default ``MODEL.DEVICE`` is "cuda"; the project runs on CUDA where there is a
+    GPU and on the CPU everywhere else. Modifies ``cfg`` (unfrozen) in place.
+    """
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        logger.warning("MODEL.DEVICE=%s but CUDA is not available: using the CPU", cfg.MODEL.DEVICE)
+        cfg.MODEL.DEVICE = "cpu"
+    return cfg
+
+
+def get_cfg_for(config_file, opts=(), device=None):
+    """A config with the project keys, merged from ``config_file`` and then ``opts``.
+
+    Every tool builds its configs here, with Detectron2's ``KEY VALUE`` list of overrides
+    (the positional ``opts`` of the command lines).
+
+    Args:
+        config_file (str): a YAML path, a file name under ``configs/`` or a variant name of
+            ``ct_lesion_d2.model_zoo`` (``mask_rcnn_R18_T1``, ``classifier_R18_T1``).
+        opts (Sequence[str]): ``KEY VALUE`` overrides.
+        device (str or None): ``MODEL.DEVICE`` to set ("cpu", "cuda", "cuda:1"); None keeps
+            the config's. Either way CUDA falls back to the CPU where it is absent.
+
+    Returns:
+        CfgNode: unfrozen.
+    """
+    from .model_zoo import config_path
+
+    cfg = get_cfg()
+    add_ct_lesion_config(cfg)
+    cfg.merge_from_file(config_path(config_file))
+    cfg.merge_from_list(list(opts))
+    if device:
+        cfg.MODEL.DEVICE = device
+    return resolve_device(cfg)
 
 
 def add_ct_lesion_config(cfg):
@@ -17,7 +65,7 @@ def add_ct_lesion_config(cfg):
     # Optimizer: "SGD" (Detectron2's default) or "ADAM" (the paper: Adam, lr 1e-5, wd 1e-3).
     cfg.SOLVER.CT_OPTIMIZER = "SGD"
 
-    # COVID-CT-Mask-Net image classifier (SPEC 2), meta-architecture "CTMaskNetClassifier".
+    # COVID-CT-Mask-Net image classifier (docs/PAPER.md, section 2), "CTMaskNetClassifier".
     cfg.MODEL.CT_CLASSIFIER = CN()
     # Detectron2 checkpoint of the trained Mask R-CNN whose detector is reused ("" = random).
     cfg.MODEL.CT_CLASSIFIER.SEGMENTATION_WEIGHTS = ""

@@ -5,9 +5,6 @@ import os
 from collections import OrderedDict
 
 import torch
-from detectron2.config import get_cfg
-
-from .config import add_ct_lesion_config
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
@@ -17,7 +14,8 @@ TORCHVISION_PREDICTOR_EXTRA = 645
 # The classifier has no mask head: only the 4 * (128 + 1) box-regression elements differ.
 TORCHVISION_CLASSIFIER_EXTRA = 516
 
-# name -> (config file, paper Table 1 in millions, SPEC 4 arithmetic of the reference settings)
+# name -> (config file, paper Table 1 in millions, the reference arithmetic
+# of docs/PAPER.md, section 4)
 SEGMENTATION_VARIANTS = OrderedDict(
     [
         ("mask_rcnn_R18", ("mask_rcnn_R18_FPN1_lesion.yaml", 14.52, 14_520_694)),
@@ -43,7 +41,7 @@ CLASSIFIER_VARIANTS = OrderedDict(
     ]
 )
 
-# Module S with B = 128, F = 512 (SPEC 4).
+# Module S with B = 128, F = 512 (docs/PAPER.md, section 4).
 S_MODULE_REFERENCE = 592_387
 
 
@@ -59,7 +57,7 @@ def config_path(name):
 
 
 def get_config(name, opts=()):
-    """A config with the project keys, merged from a variant's file and ``opts``.
+    """A variant's config: :func:`ct_lesion_d2.config.get_cfg_for` under its model-zoo name.
 
     Args:
         name (str): variant name (``mask_rcnn_R18_T1``, ``classifier_R18_T1``), config file
@@ -69,11 +67,9 @@ def get_config(name, opts=()):
     Returns:
         CfgNode: unfrozen.
     """
-    cfg = get_cfg()
-    add_ct_lesion_config(cfg)
-    cfg.merge_from_file(config_path(name))
-    cfg.merge_from_list(list(opts))
-    return cfg
+    from .config import get_cfg_for
+
+    return get_cfg_for(name, opts)
 
 
 # ----------------------------------------------------------------------------- trained weights
@@ -155,7 +151,7 @@ def write_zoo_file(checkpoint, output, cfg, **record):
         str: sha256 of the written file.
     """
     from . import __version__
-    from .data.io import atomic_write, refuse_existing
+    from .utils.files import atomic_write, refuse_existing
 
     refuse_existing([output], overwrite=False)
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)

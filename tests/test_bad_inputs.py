@@ -24,7 +24,8 @@ from ct_lesion_d2.data.build import SeededMapDataset
 from ct_lesion_d2.data.classification import parse_covidx_split
 from ct_lesion_d2.data.converters import convert_layout
 from ct_lesion_d2.data.datasets.builtin import load_ct_lesion_coco
-from ct_lesion_d2.data.io import DatasetFormatError, read_grey_image, read_label_mask
+from ct_lesion_d2.data.io import DatasetFormatError
+from ct_lesion_d2.data.readers import read_grey_image, read_label_mask
 from ct_lesion_d2.data.mappers import CTLesionDatasetMapper
 from ct_lesion_d2.data.validation import validate_coco_files, validate_covidx, validate_layout
 

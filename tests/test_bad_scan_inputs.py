@@ -10,7 +10,6 @@ the suite needs no sample data.
 import contextlib
 import json
 import os
-import sys
 
 import nibabel as nib
 import numpy as np
@@ -24,11 +23,10 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, JPEG2000Lossless
 
 from ct_lesion_d2.data.io import DatasetFormatError
 from ct_lesion_d2.data.mappers import CTLesionDatasetMapper
-from ct_lesion_d2.data.scans import PADDING_HU, read_scan
+from ct_lesion_d2.data.readers import PADDING_HU, read_scan
 from ct_lesion_d2.model_zoo import get_config
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
-import predict  # noqa: E402
+from ct_lesion_d2.analysis import predict
 
 SIZE = 64
 SMALL = [

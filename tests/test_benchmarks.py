@@ -4,14 +4,12 @@ Speed is measured by `make benchmark` (docs/BENCHMARKS.md), never asserted here:
 check that the tools work, on one small model, one run each.
 """
 import json
-import os
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
-import benchmark_classifier  # noqa: E402
-import benchmark_seg  # noqa: E402
+from ct_lesion_d2.benchmark import classification as benchmark_classifier
+from ct_lesion_d2.benchmark import segmentation as benchmark_seg
+from ct_lesion_d2.benchmark.stages import STAGES
 
 pytestmark = pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 QUICK = ["--size", "128", "--warmup", "0", "--runs", "1", "--throughput-batch", "1", "--no-flops"]
@@ -33,6 +31,7 @@ def test_benchmark_seg_reports_each_mode_and_training(tmp_path, capsys):
         assert m["detections"] == [4]  # --detections fixes the count
     assert len(model["train_s"]) == 1 and model["train_median"] > 0
     assert set(model["stages"]) >= {"backbone", "rpn", "mask", "paste"}
+    assert list(model["stages"]) == list(STAGES) and all(v > 0 for v in model["stages"].values())
     assert "| mask_rcnn_R18_T2 | onnxruntime |" in capsys.readouterr().out
     with pytest.raises(SystemExit):  # an existing --json is refused before any work
         benchmark_seg.main(["--models", "mask_rcnn_R18_T2", "--json", str(out)] + QUICK)

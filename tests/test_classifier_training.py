@@ -130,3 +130,11 @@ def test_cache_refuses_trainable_batchnorm(tmp_path):
     cfg = cached_cfg(tmp_path, "", "MODEL.CT_CLASSIFIER.TRAIN_BN_AFFINE", "True")
     with pytest.raises(ValueError, match="TRAIN_BN_AFFINE"):
         CTLesionTrainer.build_train_loader(cfg)
+
+
+def test_cached_loader_builds_no_model(synthetic_classes, segmenter_path, tmp_path):
+    # the rows are computed by the trainer's own model on the first batch, never by a second
+    loader = CTLesionTrainer.build_train_loader(cached_cfg(tmp_path, segmenter_path))
+    assert loader.roi_batch_cache.model is None
+    with pytest.raises(ValueError, match="RoI-batch cache has no model"):
+        next(iter(loader))

@@ -26,9 +26,9 @@ from ct_lesion_d2.data.converters import (
     TWO_LABEL_SEPARATE,
     convert_layout,
     mask_to_annotations,
-    split_by_group,
 )
 from ct_lesion_d2.data.datasets.builtin import register_ct_lesion_coco
+from ct_lesion_d2.data.splits import split_by_group
 from ct_lesion_d2.data.io import DatasetFormatError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

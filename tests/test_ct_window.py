@@ -15,7 +15,7 @@ from PIL import Image
 from ct_lesion_d2 import add_ct_lesion_config
 from ct_lesion_d2.data import ClassificationDatasetMapper, CTLesionDatasetMapper
 from ct_lesion_d2.data.io import DatasetFormatError
-from ct_lesion_d2.data.scans import read_scan
+from ct_lesion_d2.data.readers import read_scan
 from ct_lesion_d2.data.transforms import (
     CTWindowTransform,
     apply_ct_window,

@@ -1,13 +1,11 @@
 """`make demo` (tools/demo.py), both stages, on a handful of synthetic slices."""
 import json
 import os
-import sys
 
 import pytest
 from detectron2.data import DatasetCatalog
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
-import demo  # noqa: E402
+from ct_lesion_d2 import demo
 
 
 def test_demo_runs_both_stages_and_prints_the_confusion_matrix(tmp_path, capsys):

@@ -1,7 +1,6 @@
 """TorchScript/ONNX export of the segmenter and classifier, and the CPU inference optimisations."""
 import copy
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -28,8 +27,7 @@ from ct_lesion_d2.export import (
 )
 from ct_lesion_d2.model_zoo import get_config
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
-import export as export_tool  # noqa: E402
+from ct_lesion_d2.export import checked_export as export_tool
 
 pytestmark = pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 FORMATS = ("torchscript", "onnx")

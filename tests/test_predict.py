@@ -6,7 +6,6 @@ import json
 import os
 import re
 import shutil
-import sys
 
 import numpy as np
 import pydicom
@@ -19,15 +18,14 @@ from PIL import Image
 from pycocotools import mask as mask_util
 
 from ct_lesion_d2.analysis import aggregate_classes, build_scan_report
-from ct_lesion_d2.data.scans import Scan, read_scan, write_nifti
+from ct_lesion_d2.data.readers import Scan, read_scan, write_nifti
 from ct_lesion_d2.data.transforms import apply_ct_window
 from ct_lesion_d2.engine import CTLesionPredictor, SlicePrediction, build_predict_config
 from ct_lesion_d2.model_zoo import get_config
 from ct_lesion_d2.visualization import combined_mask_logits, draw_analysis_panel
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
-import analyze  # noqa: E402
-import predict  # noqa: E402
+from ct_lesion_d2.analysis import dataset_figures as analyze
+from ct_lesion_d2.analysis import predict
 
 LIDC = "dicom/lidc_minimal_header/0.dcm"
 MIXED = "dicom/tcia_covid19_ny_sbu/A002304/axial"
@@ -202,6 +200,8 @@ def test_predictor_dicom_equals_png_export_and_keeps_raw_logits(checkpoints, sha
     assert len(raw) == len(inst)
     assert torch.allclose(inst.pred_mask_logits.sigmoid(), raw.pred_masks[:, 0], atol=1e-6)
     assert torch.allclose(inst.scores, raw.scores)
+    # the logits are kept by a hook that lives only during the pass
+    assert not any(m._forward_hooks for m in model.modules())
 
 
 def test_batches_and_classifier(checkpoints, shared_data, tmp_path):

@@ -13,7 +13,7 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit, RLELossless
 
 from ct_lesion_d2.data.io import DatasetFormatError
-from ct_lesion_d2.data.scans import (
+from ct_lesion_d2.data.readers import (
     PADDING_HU,
     list_dicom_series,
     read_dicom_file,

@@ -17,7 +17,7 @@ import os
 import sys
 
 from ct_lesion_d2.data import DatasetFormatError
-from ct_lesion_d2.data.io import refuse_existing
+from ct_lesion_d2.utils.files import refuse_existing
 from ct_lesion_d2.data.converters import LAYOUTS, convert_layout
 
 

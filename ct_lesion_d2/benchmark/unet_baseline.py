@@ -34,7 +34,7 @@ from detectron2.structures import ImageList
 from tabulate import tabulate
 
 from ..data.build import build_resumable_train_loader
-from ..data.io import write_json_atomic
+from ..utils.files import write_json_atomic
 from ..data.mappers import CTLesionDatasetMapper
 from ..engine.checkpoint import AtomicDetectionCheckpointer
 from ..evaluation.lesion_evaluation import (

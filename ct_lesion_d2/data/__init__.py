@@ -3,11 +3,11 @@ from .classification import (
     list_class_folders,
     parse_covidx_split,
     sample_per_class,
-    split_records_by_group,
 )
+from .splits import split_records_by_group
 from .io import DatasetFormatError
 from .mappers import ClassificationDatasetMapper, CTLesionDatasetMapper
-from .scans import Scan, read_scan
+from .readers import Scan, read_scan
 from .transforms import apply_ct_window
 
 __all__ = [

@@ -10,8 +10,8 @@ import re
 
 import numpy as np
 
-from .converters import split_by_group
-from .io import IMAGE_EXTENSIONS, DatasetFormatError
+from .io import DatasetFormatError
+from .readers import IMAGE_EXTENSIONS
 
 COVIDX_CLASS_NAMES = ("Normal", "Common Pneumonia", "COVID-19")
 
@@ -186,50 +186,3 @@ def list_class_folders(root, class_folders, group_fn=source_group):
                 }
             )
     return records
-
-
-def split_records_by_group(records, val_fraction=0.15, test_fraction=0.15, seed=0, stratify=True):
-    """Split records into train, val and test with no ``group`` in two splits.
-
-    Test takes ``ceil(test_fraction * groups)`` groups chosen by ``split_by_group(seed)``; val
-    then takes ``ceil(val_fraction * groups)`` of the rest (seed + 1); train keeps at least one
-    group. Fractions count groups, not records. With ``stratify`` this is done separately for
-    the groups of each class (a group's class is the smallest ``class_id`` of its records), so
-    a class with few groups, such as the 31 source documents of UCSD COVID, is in every split.
-
-    Args:
-        records (list[dict]): records with a ``group`` field (and ``class_id`` to stratify).
-        val_fraction (float): fraction of the groups in val.
-        test_fraction (float): fraction of the groups in test.
-        seed (int): seed of the shuffles.
-        stratify (bool): split the groups of each class separately.
-
-    Returns:
-        dict[str, list[dict]]: ``{"train", "val", "test"}`` -> records, in input order.
-    """
-    strata = {}
-    for record in records:
-        key = record.get("class_id", 0) if stratify else 0
-        strata[record["group"]] = min(key, strata.get(record["group"], key))
-    test, val = set(), set()
-    for stratum in sorted(set(strata.values())):
-        groups = sorted(g for g, s in strata.items() if s == stratum)
-        stratum_test, stratum_val = _split_groups(groups, val_fraction, test_fraction, seed)
-        test |= stratum_test
-        val |= stratum_val
-    splits = {"train": [], "val": [], "test": []}
-    for record in records:
-        group = record["group"]
-        splits["test" if group in test else "val" if group in val else "train"].append(record)
-    return splits
-
-
-def _split_groups(groups, val_fraction, test_fraction, seed):
-    test = split_by_group(groups, test_fraction, seed)
-    rest = [g for g in groups if g not in test]
-    num_val = int(np.ceil(len(groups) * val_fraction)) if val_fraction > 0 else 0
-    if not num_val or len(rest) < 2:
-        return test, set()
-    # split_by_group rounds up; asking for (n - 0.5) / len(rest) lands on n exactly, while
-    # n / len(rest) can round up to n + 1 through float error.
-    return test, split_by_group(rest, (num_val - 0.5) / len(rest), seed + 1)

@@ -1,7 +1,7 @@
 """Convert CT lesion label masks to COCO instance JSON.
 
 Each connected lesion component becomes one instance; components of ``min_area`` pixels or
-fewer are merged into the background (SPEC 1). Slices without lesions are kept as images with
+fewer are merged into the background (docs/PAPER.md, section 1.6). Slices without lesions are kept as images with
 no annotation, so whether they are trained on is the config's choice
 (``DATALOADER.FILTER_EMPTY_ANNOTATIONS``).
 """
@@ -9,7 +9,6 @@ import csv
 import itertools
 import json
 import logging
-import math
 import os
 import uuid
 from collections import OrderedDict
@@ -20,15 +19,10 @@ from PIL import Image
 from scipy import ndimage
 from tqdm import tqdm
 
-from .io import (
-    BINARY,
-    DatasetFormatError,
-    StagedWrites,
-    is_high_bit_depth,
-    read_grey_image,
-    read_mask,
-    refuse_existing,
-)
+from .io import DatasetFormatError
+from .readers import BINARY, is_high_bit_depth, read_grey_image, read_mask
+from ..utils.files import StagedWrites, refuse_existing
+from .splits import split_by_group
 
 logger = logging.getLogger(__name__)
 
@@ -79,26 +73,6 @@ def mask_to_annotations(label_mask, categories, min_area=100):
                 }
             )
     return annotations
-
-
-def split_by_group(groups, val_fraction=0.2, seed=0):
-    """Assign whole groups (scans, patients, source documents) to train or val.
-
-    Args:
-        groups (Iterable[str]): the group of each item.
-        val_fraction (float): fraction of the groups (rounded up, at least one when there are
-            two or more groups) that go to val.
-        seed (int): seed of the shuffle of the sorted group names.
-
-    Returns:
-        set[str]: the groups in val; no group is in both splits.
-    """
-    unique = sorted(set(groups))
-    if len(unique) < 2 or val_fraction <= 0:
-        return set()
-    order = np.random.default_rng(seed).permutation(len(unique))
-    num_val = min(len(unique) - 1, max(1, math.ceil(len(unique) * val_fraction)))
-    return {unique[i] for i in order[:num_val]}
 
 
 def list_cncb_pairs(root, errors=None):

@@ -12,7 +12,7 @@ from detectron2.data import transforms as T
 
 from .augmentation import build_ct_augmentation, needs_box_recompute
 from .io import DatasetFormatError
-from .transforms import read_model_slice
+from .transforms import LUNG_WINDOW, read_model_slice, window_from_config
 
 logger = logging.getLogger(__name__)
 
@@ -60,15 +60,16 @@ class ClassificationDatasetMapper:
     """
 
     @configurable
-    def __init__(self, is_train, *, augmentations, image_format="RGB", use_crop=False, cfg=None):
+    def __init__(self, is_train, *, augmentations, image_format="RGB", use_crop=False,
+                 window=LUNG_WINDOW + ("uint8_windowed",)):
         """
         Args:
             is_train (bool): training (random augmentations) or inference.
             augmentations (list[Augmentation or Transform]): applied to the grey slice.
             image_format (str): ``"RGB"``, ``"BGR"`` (3 equal channels) or ``"L"`` (one).
             use_crop (bool): crop to the record's ``crop`` box (COVIDx-CT body crop) first.
-            cfg (CfgNode or None): gives ``INPUT.CT_WINDOW`` and ``INPUT.CT_INPUT_UNITS``
-                (None: the defaults, lung window and 8-bit input).
+            window (tuple): (level, width, units) of ``INPUT.CT_WINDOW`` and
+                ``INPUT.CT_INPUT_UNITS`` (default: the lung window and 8-bit input).
         """
         if image_format not in _CHANNELS:
             raise ValueError(f"image_format {image_format!r} not supported; use {list(_CHANNELS)}")
@@ -76,7 +77,7 @@ class ClassificationDatasetMapper:
         self.augmentations = T.AugmentationList(augmentations)
         self.image_format = image_format
         self.use_crop = use_crop
-        self.intensity_cfg = cfg if cfg is not None else _default_intensity_cfg()
+        self.window = tuple(window)
         mode = "training" if is_train else "inference"
         logger.info(f"[ClassificationDatasetMapper] Augmentations used in {mode}: {augmentations}")
 
@@ -87,7 +88,7 @@ class ClassificationDatasetMapper:
             "augmentations": utils.build_augmentation(cfg, is_train),
             "image_format": cfg.INPUT.FORMAT,
             "use_crop": cfg.INPUT.CT_CLASSIFIER_CROP,
-            "cfg": cfg,
+            "window": window_from_config(cfg),
         }
 
     def __call__(self, dataset_dict):
@@ -99,7 +100,7 @@ class ClassificationDatasetMapper:
         Returns:
             dict: the model input (see the class docstring); ``dataset_dict`` is not modified.
         """
-        image = read_model_slice(dataset_dict["file_name"], self.intensity_cfg)
+        image = read_model_slice(dataset_dict["file_name"], window=self.window)
         result = {}
         if self.use_crop and dataset_dict.get("crop") is not None:
             image = crop_to_box(image, dataset_dict["crop"], dataset_dict["file_name"])
@@ -120,16 +121,6 @@ class ClassificationDatasetMapper:
         return result
 
 
-def _default_intensity_cfg():
-    from detectron2.config import get_cfg
-
-    from ..config import add_ct_lesion_config
-
-    cfg = get_cfg()
-    add_ct_lesion_config(cfg)
-    return cfg
-
-
 class CTLesionDatasetMapper(DatasetMapper):
     """Detectron2's ``DatasetMapper`` reading every slice with ``read_model_slice``.
 
@@ -143,14 +134,15 @@ class CTLesionDatasetMapper(DatasetMapper):
     """
 
     @configurable
-    def __init__(self, is_train=True, *, intensity_cfg, **kwargs):
+    def __init__(self, is_train=True, *, window=LUNG_WINDOW + ("uint8_windowed",), **kwargs):
         """
         Args:
-            intensity_cfg (CfgNode): gives ``INPUT.CT_WINDOW`` and ``INPUT.CT_INPUT_UNITS``.
+            window (tuple): (level, width, units) of ``INPUT.CT_WINDOW`` and
+                ``INPUT.CT_INPUT_UNITS``.
             is_train, kwargs: as ``DatasetMapper``.
         """
         super().__init__(is_train, **kwargs)
-        self.intensity_cfg = intensity_cfg
+        self.window = tuple(window)
 
     @classmethod
     def from_config(cls, cfg, is_train=True):
@@ -158,12 +150,12 @@ class CTLesionDatasetMapper(DatasetMapper):
         # Detectron2's resize and flip, then the INPUT.CT_AUGMENTATION ones (training only).
         ret["augmentations"] = build_ct_augmentation(cfg, is_train)
         ret["recompute_boxes"] = ret["recompute_boxes"] or needs_box_recompute(cfg)
-        ret["intensity_cfg"] = cfg
+        ret["window"] = window_from_config(cfg)
         return ret
 
     def __call__(self, dataset_dict):
         dataset_dict = copy.deepcopy(dataset_dict)
-        grey = read_model_slice(dataset_dict["file_name"], self.intensity_cfg)
+        grey = read_model_slice(dataset_dict["file_name"], window=self.window)
         image = np.repeat(grey[:, :, None], _CHANNELS.get(self.image_format, 3), axis=2)
         utils.check_image_size(dataset_dict, image)
         aug_input = T.AugInput(image)

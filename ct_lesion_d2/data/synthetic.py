@@ -23,7 +23,7 @@ from PIL import Image
 from scipy import ndimage as ndi
 from tqdm import tqdm
 
-from .io import StagedWrites
+from ..utils.files import StagedWrites
 
 CLASS_NAMES = ("Control", "Common Pneumonia", "COVID-19")
 LABEL_NAMES = ("background", "GGO", "consolidation")

@@ -17,7 +17,7 @@ import numpy as np
 from detectron2.data import transforms as T
 
 from .io import DatasetFormatError
-from .scans import read_scan
+from .readers import read_scan
 
 __all__ = [
     "CTWindowTransform",
@@ -126,16 +126,21 @@ def to_model_intensities(
     return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
 
 
-def read_model_slice(file_name, cfg):
+def read_model_slice(file_name, cfg=None, *, window=None):
     """Read one dataset slice as the model of ``cfg`` expects it (H, W).
 
-    Any file :func:`ct_lesion_d2.data.scans.read_scan` reads: 8-bit images through
+    Any file :func:`ct_lesion_d2.data.readers.read_scan` reads: 8-bit images through
     ``read_grey_image`` as before, DICOM and NIfTI in HU; then :func:`to_model_intensities`.
+
+    Args:
+        file_name (str): the slice.
+        cfg (CfgNode or None): gives the window (``window_from_config``).
+        window (tuple or None): (level, width, units) instead of ``cfg``.
 
     Raises:
         DatasetFormatError: unreadable file, several slices, or units the model cannot take.
     """
-    level, width, units = window_from_config(cfg)
+    level, width, units = window if window is not None else window_from_config(cfg)
     scan = read_scan(file_name)
     if scan.num_slices != 1:
         raise DatasetFormatError(file_name, f"{scan.num_slices} slices; a dataset record is one")

@@ -25,7 +25,8 @@ from tqdm import tqdm
 
 from .classification import COVIDX_CLASS_NAMES, parse_covidx_split
 from .converters import LAYOUTS, list_folder_pairs
-from .io import DatasetFormatError, is_high_bit_depth, read_grey_image, read_mask
+from .io import DatasetFormatError
+from .readers import is_high_bit_depth, read_grey_image, read_mask
 
 logger = logging.getLogger(__name__)
 
@@ -400,11 +401,64 @@ def check_split_overlap(files, groups, report, digests=None, group_kind="group")
 
 
 def coco_image_root(coco, json_file):
-    """The folder of the images of a converted COCO JSON (``info.image_root``), else its own."""
+    """The folder of the images of a converted COCO JSON: its ``info.image_root`` (relative to
+    the JSON's folder), or None when the JSON does not record one."""
     root = (coco.get("info") or {}).get("image_root") if isinstance(coco, dict) else None
     if root is None:
-        return os.path.dirname(os.path.abspath(json_file))
+        return None
     return root if os.path.isabs(root) else os.path.join(os.path.dirname(json_file), root)
+
+
+def _coco_split(json_file, split, report, decode, progress):
+    """Check one COCO JSON as the split ``split``; without ``info.image_root`` the images are
+    looked for beside the JSON.
+
+    Returns:
+        tuple or None: (paths, path -> scan, path -> SHA-1), None when the JSON is unreadable.
+    """
+    coco = load_json(json_file, report)
+    if not isinstance(coco, dict):
+        if coco is not None:
+            report.error(json_file, "not a COCO instance file (top level is not an object)")
+        return None
+    root = coco_image_root(coco, json_file) or os.path.dirname(os.path.abspath(json_file))
+    entries = check_coco(coco, json_file, root, report, split)
+    digests = check_images(entries, report, progress, desc=f"reading {split}") if decode else {}
+    return [e["path"] for e in entries], {e["path"]: e.get("group") for e in entries}, digests
+
+
+def _classification_split(records, class_names, split, report, decode, progress):
+    """Check classification records as the split ``split`` (groups: ``group`` or ``patient``).
+
+    Returns:
+        tuple: (paths, path -> group, path -> SHA-1).
+    """
+    digests = check_classification(records, class_names, report, split, decode, progress)
+    paths = [r["file_name"] for r in records]
+    return paths, {r["file_name"]: r.get("group", r.get("patient")) for r in records}, digests
+
+
+def _validate_splits(splits, report, group_kind="group"):
+    """The one loop of the whole-dataset checks: run each split's check, then the overlap.
+
+    Args:
+        splits (iterable): (split name, callable returning ``(paths, groups, digests)`` or None
+            when the split could not be read).
+        report (ValidationReport): receives every problem.
+        group_kind (str): what a group is, in the messages ("scan", "patient").
+
+    Returns:
+        ValidationReport
+    """
+    files, groups, digests = OrderedDict(), OrderedDict(), {}
+    for split, check in splits:
+        result = check()
+        if result is None:
+            continue
+        files[split], groups[split], found = result
+        digests.update(found)
+    check_split_overlap(files, groups, report, digests, group_kind=group_kind)
+    return report
 
 
 def validate_coco_files(json_files, decode=True, progress=True, report=None):
@@ -417,21 +471,11 @@ def validate_coco_files(json_files, decode=True, progress=True, report=None):
         ValidationReport
     """
     report = report or ValidationReport()
-    files, groups, digests = OrderedDict(), OrderedDict(), {}
-    for json_file in json_files:
-        split = os.path.splitext(os.path.basename(json_file))[0]
-        coco = load_json(json_file, report)
-        if not isinstance(coco, dict):
-            if coco is not None:
-                report.error(json_file, "not a COCO instance file (top level is not an object)")
-            continue
-        entries = check_coco(coco, json_file, coco_image_root(coco, json_file), report, split)
-        files[split] = [e["path"] for e in entries]
-        groups[split] = {e["path"]: e.get("group") for e in entries}
-        if decode:
-            digests.update(check_images(entries, report, progress, desc=f"reading {split}"))
-    check_split_overlap(files, groups, report, digests, group_kind="scan")
-    return report
+    splits = [
+        (split, lambda f=f, split=split: _coco_split(f, split, report, decode, progress))
+        for f, split in ((f, os.path.splitext(os.path.basename(f))[0]) for f in json_files)
+    ]
+    return _validate_splits(splits, report, group_kind="scan")
 
 
 def validate_layout(layout, folder, progress=True):
@@ -463,22 +507,21 @@ def validate_covidx(folder, decode=True, progress=True, images="2A_images",
     """Validate the COVIDx-CT split files of ``folder`` (every line, every image), and that no
     patient is in two splits."""
     report = ValidationReport()
-    files, groups, digests = OrderedDict(), OrderedDict(), {}
-    for split in ("train", "val", "test"):
+
+    def check(split):
         path = os.path.join(folder, split_file.format(split))
         if not os.path.isfile(path):
             report.error(path, "split file not found")
-            continue
+            return None
         errors = []
         records = parse_covidx_split(path, os.path.join(folder, images), errors)
         for error in errors:
             report.add_error(error)
-        digests.update(check_classification(records, COVIDX_CLASS_NAMES, report, split, decode,
-                                            progress))
-        files[split] = [r["file_name"] for r in records]
-        groups[split] = {r["file_name"]: r["patient"] for r in records}
-    check_split_overlap(files, groups, report, digests, group_kind="patient")
-    return report
+        return _classification_split(records, COVIDX_CLASS_NAMES, split, report, decode,
+                                     progress)
+
+    splits = [(split, lambda split=split: check(split)) for split in ("train", "val", "test")]
+    return _validate_splits(splits, report, group_kind="patient")
 
 
 def validate_datasets(names, decode=True, progress=True):
@@ -491,34 +534,23 @@ def validate_datasets(names, decode=True, progress=True):
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     report = ValidationReport()
-    files, groups, digests = OrderedDict(), OrderedDict(), {}
-    for name in names:
+
+    def check(name):
         if name not in DatasetCatalog.list():
             report.error(f"dataset {name!r}", "not registered")
-            continue
+            return None
         meta = MetadataCatalog.get(name)
         if meta.get("evaluator_type") == "ct_classification":
             try:
                 records = DatasetCatalog.get(name)
             except DatasetFormatError as e:
                 report.add_error(e)
-                continue
+                return None
             classes = meta.get("thing_classes", [])
-            digests.update(check_classification(records, classes, report, name, decode,
-                                                progress))
-            files[name] = [r["file_name"] for r in records]
-            groups[name] = {r["file_name"]: r.get("group", r.get("patient")) for r in records}
-        elif meta.get("json_file"):
-            json_file = meta.json_file
-            coco = load_json(json_file, report)
-            if not isinstance(coco, dict):
-                continue
-            entries = check_coco(coco, json_file, coco_image_root(coco, json_file), report, name)
-            if decode:
-                digests.update(check_images(entries, report, progress, desc=f"reading {name}"))
-            files[name] = [e["path"] for e in entries]
-            groups[name] = {e["path"]: e.get("group") for e in entries}
-        else:
-            report.error(f"dataset {name!r}", "has neither a json_file nor classification records")
-    check_split_overlap(files, groups, report, digests)
-    return report
+            return _classification_split(records, classes, name, report, decode, progress)
+        if meta.get("json_file"):
+            return _coco_split(meta.json_file, name, report, decode, progress)
+        report.error(f"dataset {name!r}", "has neither a json_file nor classification records")
+        return None
+
+    return _validate_splits([(name, lambda name=name: check(name)) for name in names], report)

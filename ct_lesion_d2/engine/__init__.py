@@ -1,3 +1,4 @@
+from ..config import resolve_device
 from .checkpoint import AtomicDetectionCheckpointer, IncompleteCheckpointError
 from .predictor import CTLesionPredictor, SlicePrediction, build_predict_config
 from .trainer import (
@@ -5,7 +6,6 @@ from .trainer import (
     NonFiniteLossError,
     is_classifier,
     match_num_classes,
-    resolve_device,
 )
 
 __all__ = [

@@ -9,7 +9,7 @@ import json
 import logging
 import os
 
-from ..data.io import write_json_atomic
+from ..utils.files import write_json_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import create_small_table
 
-from ..data.io import write_json_atomic
+from ..utils.files import write_json_atomic
 
 __all__ = [
     "CTClassificationEvaluator",

@@ -38,7 +38,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import create_small_table
 from scipy import ndimage
 
-from ..data.io import write_json_atomic
+from ..utils.files import write_json_atomic
 
 __all__ = [
     "CTLesionEvaluator",

@@ -14,7 +14,7 @@ from detectron2.export import TracingAdapter
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, Instances
 
-from ..data.io import refuse_existing
+from ..utils.files import refuse_existing
 from .optimize import fold_batch_norm
 from .tracing import (
     ONNX_DEFAULT_OPSET,

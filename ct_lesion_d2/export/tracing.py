@@ -15,7 +15,7 @@ import os
 import numpy as np
 import torch
 
-from ..data.io import refuse_existing, write_json_atomic
+from ..utils.files import refuse_existing, write_json_atomic
 from .compat import ensure_detectron2_export
 
 __all__ = [

@@ -11,7 +11,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
 from ..io import DatasetFormatError
-from ..validation import ValidationReport, check_coco, load_json
+from ..validation import ValidationReport, check_coco, coco_image_root, load_json
 
 # key -> (thing classes, how to make it)
 _LESION_DATASETS = {
@@ -48,13 +48,11 @@ def load_ct_lesion_coco(json_file, dataset_name=None, hint=None):
     report = ValidationReport()
     coco = load_json(json_file, report)
     report.raise_if_errors(json_file)
-    image_root = (coco.get("info") or {}).get("image_root") if isinstance(coco, dict) else None
+    image_root = coco_image_root(coco, json_file)
     if image_root is None:
         raise DatasetFormatError(
             json_file, "no info.image_root; write it with tools/convert_dataset.py"
         )
-    if not os.path.isabs(image_root):
-        image_root = os.path.join(os.path.dirname(json_file), image_root)
     check_coco(coco, json_file, image_root, report)
     hint = f"List every problem with: python tools/validate_dataset.py coco {json_file}"
     report.raise_if_errors(json_file, hint=hint)

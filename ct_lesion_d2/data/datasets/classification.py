@@ -21,8 +21,8 @@ from ..classification import (
     list_class_folders,
     parse_covidx_split,
     sample_per_class,
-    split_records_by_group,
 )
+from ..splits import split_records_by_group
 from ..io import DatasetFormatError
 
 COVIDX_DIR = "COVIDx-CT"

@@ -1,57 +1,13 @@
-"""Reading a patient's scan: DICOM files and series, NIfTI volumes and PNG/JPG slices.
-
-Every reader returns a :class:`Scan`, a stack of axial slices with what is known about its
-geometry. DICOM and NIfTI pixels are Hounsfield units (``is_hu``); PNG/JPG slices are taken as
-8-bit images to which a window was already applied (the form of the public lesion datasets).
-
-Orientation: axis-aligned axial slices are turned into the radiological view (rows from
-anterior to posterior, columns from the patient's right to left, slices from inferior to
-superior), whatever order the file stored them in. Oblique and non-axial slices are kept as
-stored, with a warning.
-
-Padding: voxels outside the scanner's field of view (DICOM ``PixelPaddingValue`` and
-``PixelPaddingRangeLimit``; without those tags, and in NIfTI, any value below
-``PADDING_BELOW_HU``, which neither tissue nor air reaches; NaN or infinite NIfTI voxels) are
-set to ``PADDING_HU`` and flagged in ``Scan.padding_mask``. ``PADDING_HU`` lies below every
-useful window, so padding becomes black after windowing, as it is in the 8-bit datasets.
-
-All failures raise :class:`DatasetFormatError` whose message names the offending file.
-"""
-
+"""DICOM files and series as a :class:`Scan` in Hounsfield units (see ``scan.py``)."""
 import os
-import re
 import warnings
-from dataclasses import dataclass
-from typing import List, Optional, Tuple
 
 import numpy as np
 
-from .io import IMAGE_EXTENSIONS, DatasetFormatError, read_grey_image
+from ..io import DatasetFormatError
+from .scan import PADDING_BELOW_HU, PADDING_HU, Scan, _folder_files
 
-__all__ = [
-    "PADDING_BELOW_HU",
-    "PADDING_HU",
-    "Scan",
-    "folder_kind",
-    "list_dicom_series",
-    "list_image_files",
-    "read_dicom_file",
-    "read_dicom_series",
-    "read_image_slices",
-    "read_nifti",
-    "read_scan",
-    "write_nifti",
-]
-
-
-# Value given to voxels outside the field of view (GE's -3024, below any window).
-PADDING_HU = -3024.0
-# Without a padding tag, HU values below this are padding: the CT scale starts at -1024.
-PADDING_BELOW_HU = -1500.0
-
-NIFTI_EXTENSIONS = (".nii", ".nii.gz")
-# Files a DICOM folder may hold besides the slices.
-_IGNORED_FILES = ("DICOMDIR", "Thumbs.db")
+__all__ = ["list_dicom_series", "read_dicom_file", "read_dicom_series"]
 
 # Decoder packages of the compressed transfer syntaxes, for the error message.
 _DECODERS = {
@@ -63,66 +19,6 @@ _DECODERS = {
     "RLE": "numpy (built into pydicom) or pylibjpeg-rle",
     "Deflated": "zlib (built into Python)",
 }
-
-
-@dataclass
-class Scan:
-    """A stack of slices of one scan.
-
-    Attributes:
-        pixels (np.ndarray): (S, H, W) float32; HU when ``is_hu``, else 0-255 windowed grey.
-        is_hu (bool): True for DICOM/NIfTI in Hounsfield units, False for 8-bit PNG/JPG slices.
-        spacing_mm (tuple[float, float] or None): (row, column) pixel spacing, if known.
-        slice_thickness_mm (float or None): nominal slice thickness, if known.
-        slice_names (list[str]): one name per slice (file name, or volume name and index).
-        source (str): the path that was read.
-        series_uid (str or None): DICOM SeriesInstanceUID.
-        positions_mm (list[float] or None): slice positions along the slice normal.
-        padding_mask (np.ndarray or None): (S, H, W) bool, True outside the field of view.
-        orientation (str): "axial" (radiological view) or "as stored" (not axis-aligned axial).
-        modality (str or None): DICOM Modality, when given.
-    """
-
-    pixels: np.ndarray
-    is_hu: bool
-    spacing_mm: Optional[Tuple[float, float]]
-    slice_thickness_mm: Optional[float]
-    slice_names: List[str]
-    source: str
-    series_uid: Optional[str] = None
-    positions_mm: Optional[List[float]] = None
-    padding_mask: Optional[np.ndarray] = None
-    orientation: str = "axial"
-    modality: Optional[str] = None
-
-    def __post_init__(self):
-        self.pixels = np.asarray(self.pixels, dtype=np.float32)
-        if self.pixels.ndim != 3:
-            raise ValueError(f"Scan pixels must be (S, H, W); got shape {self.pixels.shape}")
-        if len(self.slice_names) != len(self.pixels):
-            raise ValueError(
-                f"{len(self.slice_names)} slice names for {len(self.pixels)} slices ({self.source})"
-            )
-
-    @property
-    def num_slices(self):
-        return int(self.pixels.shape[0])
-
-    @property
-    def image_size(self):
-        """tuple[int, int]: (height, width) of every slice."""
-        return tuple(int(v) for v in self.pixels.shape[1:])
-
-    @property
-    def pixel_area_mm2(self):
-        """float or None: area of one pixel, when the spacing is known."""
-        if self.spacing_mm is None:
-            return None
-        return float(self.spacing_mm[0] * self.spacing_mm[1])
-
-
-# ---------------------------------------------------------------------------------------------
-# DICOM
 
 
 def _pydicom():
@@ -176,8 +72,23 @@ def _decode_pixels(ds, path):
     return arr.reshape((frames,) + arr.shape[-2:])
 
 
+def _hounsfield(ds, stored, path):
+    """HU (float32) from the stored values: pydicom's modality LUT (``apply_modality_lut``)
+    where the header has a Modality LUT Sequence or both rescale values; otherwise the rules of
+    :func:`_rescale` (an enhanced CT's functional groups, a missing slope or intercept)."""
+    from pydicom.pixels import apply_modality_lut
+
+    if ds.get("ModalityLUTSequence") or (
+        ds.get("RescaleSlope") is not None and ds.get("RescaleIntercept") is not None
+    ):
+        return apply_modality_lut(stored, ds).astype(np.float32)
+    slope, intercept = _rescale(ds, path)
+    return stored.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+
+
 def _rescale(ds, path):
-    """(slope, intercept) of the modality LUT; refuses data that cannot be Hounsfield units."""
+    """(slope, intercept) when the header lacks one of them; refuses data that cannot be
+    Hounsfield units."""
     slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
     if slope is None and intercept is None:
         shared = ds.get("SharedFunctionalGroupsSequence")
@@ -242,8 +153,7 @@ def _slice_normal(orientation):
 def _read_slices_unchecked(ds, path):
     """HU pixels (F, H, W), padding mask and pixel spacing of one DICOM file, radiological view."""
     stored = _decode_pixels(ds, path)
-    slope, intercept = _rescale(ds, path)
-    hu = stored.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+    hu = _hounsfield(ds, stored, path)
     padding = _padding_mask(ds, stored, hu)
     hu[padding] = PADDING_HU
     spacing = ds.get("PixelSpacing")
@@ -335,19 +245,6 @@ def read_dicom_file(path):
         orientation=orientation,
         modality=ds.get("Modality"),
     )
-
-
-def _folder_files(folder):
-    if not os.path.isdir(folder):
-        raise DatasetFormatError(folder, "folder not found")
-    names = sorted(
-        n
-        for n in os.listdir(folder)
-        if not n.startswith(".")
-        and n not in _IGNORED_FILES
-        and os.path.isfile(os.path.join(folder, n))
-    )
-    return [os.path.join(folder, n) for n in names]
 
 
 def list_dicom_series(folder):
@@ -484,204 +381,3 @@ def read_dicom_series(folder, series_uid=None):
         orientation=orientation,
         modality=first.get("Modality"),
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# NIfTI
-
-
-def read_nifti(path):
-    """Read a NIfTI volume (HU) as axial slices in the radiological view.
-
-    The volume is reoriented to the closest RAS+ axes (``nibabel.as_closest_canonical``);
-    each slice along the third axis becomes ``data[::-1, ::-1, k].T`` (rows anterior to
-    posterior, columns right to left), slices ordered inferior to superior. NaN and infinite
-    voxels (with a warning) and values below ``PADDING_BELOW_HU`` are padding: set to
-    ``PADDING_HU`` and flagged in ``padding_mask``.
-
-    Args:
-        path (str): ``.nii`` or ``.nii.gz`` file, 2-D or 3-D (a 4-D one with one volume).
-
-    Returns:
-        Scan: pixels in HU; spacing from the voxel sizes.
-
-    Raises:
-        DatasetFormatError: missing or unreadable file, or more than one volume.
-    """
-    import nibabel as nib
-
-    if not os.path.isfile(path):
-        raise DatasetFormatError(path, "file not found")
-    try:
-        image = nib.as_closest_canonical(nib.load(path))
-        data = np.asarray(image.dataobj, dtype=np.float32)
-    except Exception as e:
-        raise DatasetFormatError(path, f"cannot read NIfTI volume ({type(e).__name__}: {e})")
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim == 2:
-        data = data[..., None]
-    if data.ndim != 3:
-        raise DatasetFormatError(path, f"expected a 3-D volume; got shape {data.shape}")
-    invalid = ~np.isfinite(data)
-    if invalid.any():
-        warnings.warn(
-            f"{path}: {int(invalid.sum())} NaN or infinite voxels set to padding ({PADDING_HU} HU)"
-        )
-        data[invalid] = PADDING_HU
-    invalid |= data < PADDING_BELOW_HU
-    data[invalid] = PADDING_HU
-    if data.max() <= 255 and data.min() >= 0:
-        warnings.warn(f"{path}: values lie in 0..255; is this an 8-bit image rather than HU?")
-    zooms = [float(z) for z in image.header.get_zooms()[:3]] + [1.0] * 3
-    pixels = np.ascontiguousarray(data[::-1, ::-1, :].transpose(2, 1, 0))
-    padding = np.ascontiguousarray(invalid[::-1, ::-1, :].transpose(2, 1, 0))
-    offset = float(image.affine[2, 3])
-    name = os.path.basename(path)
-    return Scan(
-        pixels=pixels,
-        is_hu=True,
-        spacing_mm=(zooms[1], zooms[0]),
-        slice_thickness_mm=zooms[2],
-        slice_names=[f"{name}[{k}]" for k in range(pixels.shape[0])],
-        source=str(path),
-        positions_mm=[offset + k * zooms[2] for k in range(pixels.shape[0])],
-        padding_mask=padding,
-    )
-
-
-def write_nifti(scan, path, pixels=None):
-    """Write a scan (or another (S, H, W) volume on its grid, e.g. a lesion mask) as NIfTI.
-
-    The inverse of :func:`read_nifti` for axial scans: columns run to the patient's left,
-    rows to posterior and slices to superior, with the scan's spacing (1 mm where unknown).
-
-    Args:
-        scan (Scan): gives the geometry.
-        path (str): ``.nii`` or ``.nii.gz``; an existing file is replaced.
-        pixels (np.ndarray or None): (S, H, W) values to write instead of ``scan.pixels``.
-    """
-    import nibabel as nib
-
-    volume = scan.pixels if pixels is None else np.asarray(pixels)
-    if volume.shape != scan.pixels.shape:
-        raise ValueError(f"volume shape {volume.shape} differs from the scan's {scan.pixels.shape}")
-    row, col = scan.spacing_mm or (1.0, 1.0)
-    thickness = scan.slice_thickness_mm or 1.0
-    origin = scan.positions_mm[0] if scan.positions_mm else 0.0
-    affine = np.diag([-col, -row, thickness, 1.0])
-    affine[2, 3] = origin
-    data = np.ascontiguousarray(volume.transpose(2, 1, 0))
-    nib.save(nib.Nifti1Image(data, affine), path)
-
-
-# ---------------------------------------------------------------------------------------------
-# PNG / JPG slices and dispatch
-
-
-def _natural_key(name):
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
-
-
-def list_image_files(folder):
-    """The image slices of a folder (not searched recursively), in natural file-name order.
-
-    Raises:
-        DatasetFormatError: the folder is missing or holds no image file.
-    """
-    paths = [p for p in _folder_files(folder) if p.lower().endswith(IMAGE_EXTENSIONS)]
-    if not paths:
-        raise DatasetFormatError(folder, f"no image files ({', '.join(IMAGE_EXTENSIONS)})")
-    return sorted(paths, key=lambda p: _natural_key(os.path.basename(p)))
-
-
-def read_image_slices(path_or_folder):
-    """Read an 8-bit slice, or a folder of them (natural file-name order), as one scan.
-
-    The images are taken as already windowed (``is_hu`` False), read grey as in training
-    (``read_grey_image``: colour becomes luminance). Every slice of a folder must have the
-    size of the first.
-
-    Raises:
-        DatasetFormatError: unreadable file, a folder with no images, or a size mismatch.
-    """
-    if os.path.isdir(path_or_folder):
-        paths = list_image_files(path_or_folder)
-    else:
-        paths = [path_or_folder]
-    slices = []
-    for path in paths:
-        image = read_grey_image(path)
-        if slices and image.shape != slices[0].shape:
-            raise DatasetFormatError(
-                path,
-                f"slice is {image.shape[0]}x{image.shape[1]} (height x width) but "
-                f"{os.path.basename(paths[0])} is {slices[0].shape[0]}x{slices[0].shape[1]}; "
-                "pass slices of different sizes one by one",
-            )
-        slices.append(image)
-    return Scan(
-        pixels=np.stack(slices).astype(np.float32),
-        is_hu=False,
-        spacing_mm=None,
-        slice_thickness_mm=None,
-        slice_names=[os.path.basename(p) for p in paths],
-        source=str(path_or_folder),
-    )
-
-
-def _looks_like_dicom(path):
-    if path.lower().endswith((".dcm", ".dicom", ".ima")):
-        return True
-    try:
-        with open(path, "rb") as f:
-            return f.read(132)[128:132] == b"DICM"
-    except OSError:
-        return False
-
-
-def folder_kind(folder):
-    """What a scan folder holds: "dicom" or "images" (PNG/JPG slices).
-
-    Files with a DICOM extension or marker count as DICOM; extension-less files that are not
-    images are taken for DICOM too (the reader then names any that is not).
-
-    Raises:
-        DatasetFormatError: the folder is missing or empty, or mixes DICOM and images.
-    """
-    files = _folder_files(folder)
-    if not files:
-        raise DatasetFormatError(folder, "folder holds no files")
-    images = [p for p in files if p.lower().endswith(IMAGE_EXTENSIONS)]
-    if images and any(_looks_like_dicom(p) for p in files):
-        raise DatasetFormatError(folder, "folder mixes DICOM files and image slices")
-    return "images" if images else "dicom"
-
-
-def read_scan(path, series_uid=None):
-    """Read whatever ``path`` is: a NIfTI volume, an image slice, a DICOM file, a folder of
-    DICOM slices (one series) or a folder of image slices.
-
-    Args:
-        path (str): file or folder.
-        series_uid (str or None): for a DICOM folder holding several series.
-
-    Returns:
-        Scan
-
-    Raises:
-        DatasetFormatError: names the path or the offending file.
-    """
-    path = str(path)
-    if os.path.isdir(path):
-        if folder_kind(path) == "images":
-            return read_image_slices(path)
-        return read_dicom_series(path, series_uid)
-    if not os.path.exists(path):
-        raise DatasetFormatError(path, "file or folder not found")
-    lower = path.lower()
-    if lower.endswith(NIFTI_EXTENSIONS):
-        return read_nifti(path)
-    if lower.endswith(IMAGE_EXTENSIONS):
-        return read_image_slices(path)
-    return read_dicom_file(path)

@@ -1,4 +1,4 @@
-"""Measurement helpers shared by tools/benchmark_seg.py and tools/benchmark_classifier.py.
+"""Measurements shared by the benchmarks (docs/BENCHMARKS.md): time, memory, FLOPs, sizes.
 
 Latency is wall-clock time (``time.perf_counter``, CUDA synchronised), with the process CPU time
 beside it (all threads; less sensitive to other work on the machine than wall-clock time, but
@@ -23,9 +23,10 @@ import numpy as np
 import torch
 
 # importing ct_lesion_d2.export also makes detectron2.export and its analysis importable
-from ct_lesion_d2.export import optimize_for_inference
-from ct_lesion_d2.data.io import DatasetFormatError, read_grey_image
-from ct_lesion_d2.data.scans import list_image_files
+from ..data.io import DatasetFormatError
+from ..data.readers import read_grey_image
+from ..data.readers import list_image_files
+from ..export import optimize_for_inference
 
 
 def quiet_warnings():
@@ -233,6 +234,15 @@ def gflops(model, inputs):
         for part, (added, subtracted) in FLOP_PARTS.items()
     }
     return total / 1e9, parts
+
+
+def count(model):
+    """Parameters, trainable parameters and state-dict elements (BatchNorm buffers included)."""
+    return {
+        "params": sum(p.numel() for p in model.parameters()),
+        "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "state_dict_elements": sum(t.numel() for t in model.state_dict().values()),
+    }
 
 
 def list_images(source):

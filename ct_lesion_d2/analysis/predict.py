@@ -1,0 +1,208 @@
+"""Predict COVID-19 lesions (and, with a classifier, the slice class) on patients' scans.
+
+The command line of ``tools/predict.py``.
+
+Inputs: PNG/JPG slices or folders of them, DICOM files, DICOM series folders, NIfTI volumes.
+For each scan, writes under ``--output/<scan>/``: ``report.json`` (schema in docs/PREDICT.md),
+``report.html`` (self-contained) and ``panels/`` (per-slice analysis figures, PNG). The folder
+is written beside its place and swapped in when complete; an existing one is replaced only with
+``--overwrite``.
+
+    python tools/predict.py --config-file configs/mask_rcnn_R18_T1_FPN1_medseg100_cpu.yaml \\
+        --weights output/.../model_final.pth --input scans/patient1/ ct.nii.gz --output reports
+    python tools/predict.py ... --classifier-config configs/classifier_R18_T1_covidx.yaml \\
+        --classifier-weights output/classifier_R18_T1_covidx/model_final.pth
+"""
+
+import argparse
+import logging
+import os
+import sys
+
+from detectron2.utils.logger import setup_logger
+
+from .. import __version__
+from ..data.datasets.metadata import lesion_metadata
+from ..data.io import DatasetFormatError
+from ..engine.predictor import CTLesionPredictor, build_predict_config
+from ..utils.files import StagedFolder, atomic_write, recover_folder, write_json_atomic
+from ..visualization.analysis import save_slice_figures
+from .html_report import png_bytes, render_scan_html
+from .scan_plan import plan_scans, safe_name, select_panels, strip_extension
+from .scan_report import AGGREGATION_RULES, build_scan_report
+
+logger = logging.getLogger("ct_lesion_d2.predict")
+
+
+def add_model_arguments(parser):
+    """The model options of predict.py and analyze.py (see :func:`build_configs`)."""
+    parser.add_argument("--config-file", required=True, metavar="FILE", help="segmentation config")
+    parser.add_argument("--weights", help="segmentation checkpoint (else MODEL.WEIGHTS)")
+    parser.add_argument("--classifier-config", metavar="FILE", help="CTMaskNetClassifier config")
+    parser.add_argument(
+        "--classifier-weights", help="classifier checkpoint (else its MODEL.WEIGHTS)"
+    )
+    parser.add_argument(
+        "--confidence-threshold",
+        type=float,
+        default=0.5,
+        help="lowest lesion confidence kept (MODEL.ROI_HEADS.SCORE_THRESH_TEST)",
+    )
+    parser.add_argument("--device", help="cpu, cuda, cuda:N (default: the config's MODEL.DEVICE)")
+    parser.add_argument("--batch-size", type=int, default=4, help="slices per forward pass")
+
+
+def build_configs(args):
+    """The segmentation config and, with ``--classifier-config``, the classifier's (on the
+    segmenter's device), from the options of :func:`add_model_arguments` and ``--opts``."""
+    cfg = build_predict_config(
+        args.config_file, args.weights, args.opts, args.device, args.confidence_threshold
+    )
+    classifier_cfg = None
+    if args.classifier_config:
+        classifier_cfg = build_predict_config(
+            args.classifier_config, args.classifier_weights, device=cfg.MODEL.DEVICE
+        )
+    return cfg, classifier_cfg
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_model_arguments(parser)
+    parser.add_argument(
+        "--input", nargs="+", required=True, help="files or folders; each one is a scan"
+    )
+    parser.add_argument("--output", required=True, help="folder for one sub-folder per scan")
+    parser.add_argument(
+        "--aggregation",
+        choices=sorted(AGGREGATION_RULES),
+        default="mean",
+        help="scan-level class rule (needs a classifier)",
+    )
+    parser.add_argument("--series-uid", help="the series to read from a folder of several")
+    parser.add_argument(
+        "--all-series",
+        action="store_true",
+        help="read every series of a DICOM folder as its own scan",
+    )
+    parser.add_argument(
+        "--max-panels",
+        type=int,
+        default=50,
+        help="slices with figures per scan: all when the scan has no more, else "
+        "those with the largest lesion area",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the folders of existing reports"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "opts",
+        nargs=argparse.REMAINDER,
+        help="segmentation config overrides, KEY VALUE pairs (after the options)",
+    )
+    return parser.parse_args(argv)
+
+
+def write_scan_report(predictor, scan, folder, args, metadata, settings):
+    """Predict one scan and write its JSON, panels and HTML page into ``folder``."""
+    predictions = predictor.predict_scan(scan, args.batch_size, progress=not args.no_progress)
+    report = build_scan_report(
+        scan,
+        predictions,
+        thing_classes=metadata.thing_classes,
+        class_names=predictor.class_names,
+        rule=args.aggregation,
+        settings=settings,
+    )
+    panels = os.path.join(folder, "panels")
+    os.makedirs(panels, exist_ok=True)
+    figures = {}
+    for index in select_panels(report, args.max_panels):
+        name, entry = scan.slice_names[index], report["slices"][index]
+        grey = predictor.display_image(scan.pixels[index], scan.is_hu)
+        saved = save_slice_figures(
+            panels,
+            f"{index:04d}_{safe_name(strip_extension(name))}",
+            grey,
+            predictions[index],
+            metadata,
+            predictor.class_names,
+            title=f"slice {index}: {name}",
+        )
+        entry["panel"] = os.path.relpath(saved["panel"][0], folder)
+        entry["roi_figure"] = os.path.relpath(saved["rois"][0], folder)
+        figures[index] = [
+            ("analysis panel", png_bytes(saved["panel"][1])),
+            ("RoI statistics", png_bytes(saved["rois"][1])),
+        ]
+    write_json_atomic(report, os.path.join(folder, "report.json"), overwrite=True)
+    page = render_scan_html(report, figures)
+    atomic_write(os.path.join(folder, "report.html"), lambda f: f.write(page.encode("utf-8")))
+    return report
+
+
+def _settings(args, cfg, classifier_cfg):
+    def model(c, config_file):
+        if c is None:
+            return None
+        return {
+            "config_file": config_file,
+            "weights": c.MODEL.WEIGHTS,
+            "meta_architecture": c.MODEL.META_ARCHITECTURE,
+            "input_units": c.INPUT.CT_INPUT_UNITS,
+            "window": {"level": c.INPUT.CT_WINDOW.LEVEL, "width": c.INPUT.CT_WINDOW.WIDTH},
+        }
+
+    return {
+        "ct_lesion_d2_version": __version__,
+        "segmenter": model(cfg, args.config_file),
+        "classifier": model(classifier_cfg, args.classifier_config),
+        "device": cfg.MODEL.DEVICE,
+        "confidence_threshold": cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
+        "mask_threshold": 0.5,
+        "roi_batch_size": (classifier_cfg or cfg).MODEL.CT_CLASSIFIER.BATCH_DETECTIONS,
+        "aggregation": args.aggregation,
+        "batch_size": args.batch_size,
+    }
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    setup_logger(name="ct_lesion_d2")
+    logging.getLogger("PIL").setLevel(logging.WARNING)
+    if args.classifier_weights and not args.classifier_config:
+        sys.exit("error: --classifier-weights needs --classifier-config")
+    try:
+        plan = plan_scans(args.input, args.series_uid, args.all_series)
+    except DatasetFormatError as e:
+        sys.exit(f"error: {e}")
+    folders = [os.path.join(args.output, name) for name, _ in plan]
+    for folder in folders:
+        for line in recover_folder(folder):
+            logger.warning(line)
+    taken = [f for f in folders if os.path.isdir(f) and os.listdir(f)]
+    if taken and not args.overwrite:
+        sys.exit(f"error: {', '.join(taken)} exist and are not empty; pass --overwrite")
+    cfg, classifier_cfg = build_configs(args)
+    predictor = CTLesionPredictor(cfg, classifier_cfg)
+    metadata, settings = lesion_metadata(cfg), _settings(args, cfg, classifier_cfg)
+    reports = []
+    for (name, reader), folder in zip(plan, folders):
+        try:
+            scan = reader()
+        except DatasetFormatError as e:
+            sys.exit(f"error: {e}")
+        # Written beside the scan's folder and swapped in when complete: an interruption
+        # leaves the previous report (or none), never a mix.
+        with StagedFolder(folder) as staged:
+            report = write_scan_report(predictor, scan, staged.path, args, metadata, settings)
+            staged.commit()
+        s = report["summary"]
+        scan_class = s["scan_class"]["class"] if s["scan_class"] else "n/a (no classifier)"
+        logger.info(
+            f"{name}: {s['num_slices']} slices, {s['lesion_count']} lesions, "
+            f"{s['slices_with_lesions']} slices with lesions, scan class {scan_class} -> {folder}"
+        )
+        reports.append(os.path.join(folder, "report.json"))
+    return reports
