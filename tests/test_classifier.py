@@ -14,9 +14,12 @@ from ct_lesion_d2.model_zoo import (
     TORCHVISION_CLASSIFIER_EXTRA,
     get_config,
 )
+from ct_lesion_d2.modeling.detect import detect
 from ct_lesion_d2.modeling.meta_arch import (
     CTMaskNetClassifier,
     build_roi_batch,
+    initialize_from_segmenter,
+    load_model_weights,
     load_segmentation_weights,
     replicate_in_rank_order,
 )
@@ -150,10 +153,8 @@ def test_few_proposals_sigmoid_scores_and_box_rows():
     opts = ["MODEL.RPN.POST_NMS_TOPK_TEST", "20", "MODEL.CT_CLASSIFIER.SIGMOID_SCORES", "True"]
     opts += ["MODEL.CT_CLASSIFIER.ROW_FEATURES", "boxes"]
     model = build_model(get_config("classifier_R18_T2", CPU + opts)).eval()
-    images = model.preprocess_image([{"image": make_image()}])
     with torch.no_grad():
-        features = model.backbone(images.tensor)
-        proposals, _ = model.proposal_generator(images, features, None)
+        _, features, proposals, _ = detect(model, [{"image": make_image()}], roi_heads=False)
         (batch,) = model.roi_batches(features, proposals)
     assert 0 < batch.num_detections <= 20
     assert batch.rows.shape == (128, 5) and torch.all(batch.scores[:-1] >= batch.scores[1:])
@@ -203,9 +204,12 @@ def test_segmentation_checkpoint_fills_shared_weights(tmp_path, caplog):
     DetectionCheckpointer(segmentation, save_dir=str(tmp_path)).save("segmentation")
     path = str(tmp_path / "segmentation.pth")
     cfg = get_config("classifier_R18_T1", CPU + ["MODEL.CT_CLASSIFIER.SEGMENTATION_WEIGHTS", path])
+    model = build_model(cfg)
+    # building loads nothing; the checkpointer step before training does
+    assert not torch.equal(model.state_dict()["roi_heads.box_head.fc1.weight"],
+                           segmentation.state_dict()["roi_heads.box_head.fc1.weight"])
     with caplog.at_level(logging.INFO):
-        model = build_model(cfg)
-    report = model.segmentation_report
+        report = initialize_from_segmenter(model, cfg)
     source, target = segmentation.state_dict(), model.state_dict()
     shared = sorted(set(source) & set(target))
     assert sorted(report.loaded) == shared and not report.incorrect_shapes
@@ -220,6 +224,37 @@ def test_segmentation_checkpoint_fills_shared_weights(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         assert load_segmentation_weights(model, "").loaded == []
     assert "SEGMENTATION_WEIGHTS is empty" in caplog.text
+
+
+def test_trained_classifier_checkpoint_is_self_contained(tmp_path):
+    """A classifier builds from its config with no segmentation checkpoint on disk, and a
+    trained classifier checkpoint alone gives back the outputs of the model that saved it."""
+    missing = str(tmp_path / "no_such_segmenter.pth")
+    opts = CPU + ["MODEL.RPN.POST_NMS_TOPK_TEST", "50", "MODEL.CT_CLASSIFIER.BATCH_DETECTIONS",
+                  "16", "MODEL.CT_CLASSIFIER.SEGMENTATION_WEIGHTS", missing]
+    cfg = get_config("classifier_R18_T1_ucsd_cpu.yaml", opts)
+    torch.manual_seed(2)
+    trained = build_model(cfg).eval()
+    assert trained.num_classes == 2
+    for p in trained.parameters():  # stands for training: every weight differs from a new model
+        p.data.add_(0.01 * torch.randn_like(p))
+    DetectionCheckpointer(trained, save_dir=str(tmp_path)).save("classifier")
+    inputs = [{"image": make_image(3), "height": HEIGHT, "width": WIDTH}]
+    with torch.no_grad():
+        (before,) = trained(inputs)
+    cfg.MODEL.WEIGHTS = str(tmp_path / "classifier.pth")
+    torch.manual_seed(3)
+    loaded = build_model(cfg).eval()
+    assert load_model_weights(loaded, cfg) == cfg.MODEL.WEIGHTS
+    with torch.no_grad():
+        (after,) = loaded(inputs)
+    for key in ("class_logits", "roi_scores"):
+        assert torch.equal(before[key], after[key]), key
+    assert torch.equal(before["roi_boxes"].tensor, after["roi_boxes"].tensor)
+    # without MODEL.WEIGHTS, the inference loader reads the segmentation checkpoint
+    cfg.MODEL.WEIGHTS = ""
+    with pytest.raises(Exception, match="no_such_segmenter"):
+        load_model_weights(build_model(cfg), cfg)
 
 
 @pytest.mark.parametrize("name", [n for n, v in CLASSIFIER_VARIANTS.items() if v[2]])

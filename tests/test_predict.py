@@ -202,6 +202,8 @@ def test_predictor_dicom_equals_png_export_and_keeps_raw_logits(checkpoints, sha
     assert len(raw) == len(inst)
     assert torch.allclose(inst.pred_mask_logits.sigmoid(), raw.pred_masks[:, 0], atol=1e-6)
     assert torch.allclose(inst.scores, raw.scores)
+    # the logits are kept by a hook that lives only during the pass
+    assert not any(m._forward_hooks for m in model.modules())
 
 
 def test_batches_and_classifier(checkpoints, shared_data, tmp_path):

@@ -56,3 +56,20 @@ def test_panel_shows_prediction_and_ground_truth(record, tmp_path):
     assert (low.max(axis=2) - low.min(axis=2) < 10).all()
     with pytest.raises(FileExistsError, match="slice_panel.png"):
         save_prediction_panels(fake_predictor, [record], NAME, str(out))
+
+
+def test_metadata_is_fresh_and_class_names_are_registered():
+    from ct_lesion_d2.data.datasets import image_class_names, lesion_metadata
+    from ct_lesion_d2.model_zoo import get_config
+
+    one = lesion_metadata(get_config("mask_rcnn_R18_T1", ["DATASETS.TEST", "()"]))
+    two = lesion_metadata(get_config("mask_rcnn_R18_T1", ["DATASETS.TEST", "()",
+                                                          "MODEL.ROI_HEADS.NUM_CLASSES", "2"]))
+    assert one.thing_classes == ["Lesion"] and two.thing_classes == ["GGO", "Consolidation"]
+    assert "thing_classes" not in MetadataCatalog.get("ct_lesion_predict").as_dict()
+    # the two-class UCSD classifier reports the names its datasets are registered with
+    ucsd = get_config("classifier_R18_T1_ucsd_cpu.yaml")
+    assert image_class_names(ucsd) == list(MetadataCatalog.get("ct_ucsd_val").thing_classes)
+    assert image_class_names(ucsd) == ["non-COVID", "COVID"]
+    paper = get_config("classifier_R18_T1", ["DATASETS.TEST", "()"])
+    assert image_class_names(paper) == ["Control", "Common Pneumonia", "COVID-19"]

@@ -37,6 +37,7 @@ import ct_lesion_d2  # noqa: F401
 from ct_lesion_d2.data.io import write_json_atomic
 from ct_lesion_d2.export import ExportedClassifier, export_classifier
 from ct_lesion_d2.model_zoo import CLASSIFIER_VARIANTS, SEGMENTATION_VARIANTS, get_config
+from ct_lesion_d2.modeling.meta_arch import load_model_weights
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchmark_common import (  # noqa: E402
@@ -128,8 +129,11 @@ def build_classifier(name, args):
     opts = ["MODEL.DEVICE", args.device]
     if args.segmentation_weights and name in args.weighted_models:
         opts += ["MODEL.CT_CLASSIFIER.SEGMENTATION_WEIGHTS", args.segmentation_weights]
+    cfg = get_config(name, opts)
     torch.manual_seed(0)
-    return build_model(get_config(name, opts)).eval()
+    model = build_model(cfg).eval()
+    load_model_weights(model, cfg)
+    return model
 
 
 def prepare_classifier(mode, model, example, folder):
@@ -146,7 +150,9 @@ def benchmark(name, args, inputs):
     """All modes of one classifier variant and its FLOPs."""
     model = build_classifier(name, args)
     result = {"model": name, **count(model)}
-    result["detector_weights"] = model.segmentation_report.path or None
+    result["detector_weights"] = (
+        args.segmentation_weights if name in args.weighted_models else None
+    ) or None
     result["gflops"] = None if args.no_flops else gflops(model, [inputs[0]])[0]
     result["modes"] = []
     with tempfile.TemporaryDirectory() as folder:

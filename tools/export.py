@@ -27,7 +27,6 @@ import sys
 import time
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 from tqdm import tqdm
@@ -57,6 +56,7 @@ from ct_lesion_d2.export.classification import exported_classifier_files
 from ct_lesion_d2.export.segmentation import PASTED_MASK_TOLERANCE
 from ct_lesion_d2.export.tracing import ONNX_DEFAULT_OPSET
 from ct_lesion_d2.model_zoo import get_config
+from ct_lesion_d2.modeling.meta_arch import load_model_weights
 
 logger = logging.getLogger("ct_lesion_d2.export")
 CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
@@ -137,9 +137,7 @@ def setup(args):
 
 def load_model(cfg):
     model = build_model(cfg)
-    if cfg.MODEL.WEIGHTS:
-        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
-    elif not is_classifier(cfg):
+    if not load_model_weights(model, cfg) and not is_classifier(cfg):
         logger.warning("MODEL.WEIGHTS is empty: exporting a randomly initialised segmenter")
     return model.eval()
 

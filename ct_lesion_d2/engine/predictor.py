@@ -14,15 +14,21 @@ from typing import Optional
 
 import numpy as np
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Instances
 from tqdm import tqdm
 
+from ..data.datasets.metadata import PAPER_IMAGE_CLASSES, image_class_names
 from ..data.transforms import to_model_intensities, window_from_config
-from ..modeling.meta_arch.covid_ct_mask_net import ranked_roi_batches, rescaled_roi_boxes
+from ..modeling.detect import detect
+from ..modeling.meta_arch.covid_ct_mask_net import (
+    ranked_roi_batches,
+    rescaled_roi_boxes,
+    roi_batch_options,
+)
+from ..modeling.meta_arch.segmentation_weights import load_model_weights
 
 __all__ = ["CTLesionPredictor", "SlicePrediction", "build_predict_config"]
 
@@ -60,7 +66,7 @@ def _load(cfg):
         raise ValueError(
             f"{cfg.MODEL.META_ARCHITECTURE}: MODEL.WEIGHTS is empty; give a trained checkpoint"
         )
-    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    load_model_weights(model, cfg)
     return model
 
 
@@ -98,31 +104,20 @@ class CTLesionPredictor:
         self.model, self.classifier = segmenter, classifier
         self.window = window_from_config(self.cfg)
         self.classifier_window = window_from_config(classifier_cfg) if classifier_cfg else None
-        self._logits = []
-        self.model.roi_heads.mask_head.predictor.register_forward_hook(
-            lambda module, inputs, output: self._logits.append(output.detach())
-        )
-        ct = self.cfg.MODEL.CT_CLASSIFIER
-        self.roi_options = {
-            "sigmoid_scores": ct.SIGMOID_SCORES,
-            "batch_size": ct.BATCH_DETECTIONS,
-            "score_thresh": ct.ROI_SCORE_THRESH,
-            "nms_thresh": ct.ROI_NMS_THRESH,
-            "remove_empty_boxes": ct.REMOVE_EMPTY_BOXES,
-            "row_features": ct.ROW_FEATURES,
-        }
+        self.roi_options = roi_batch_options(self.cfg)
 
     @property
     def class_names(self):
-        """list[str] or None: the classifier's image classes."""
+        """list[str] or None: the classifier's image classes, as registered for its config's
+        datasets (see ``image_class_names``)."""
         if self.classifier is None:
             return None
-        names = ["Control", "Common Pneumonia", "COVID-19"]
-        return (
-            names
-            if self.classifier.num_classes == 3
-            else [f"class {i}" for i in range(self.classifier.num_classes)]
-        )
+        if self.classifier_cfg is not None:
+            return image_class_names(self.classifier_cfg)
+        num_classes = self.classifier.num_classes
+        if num_classes == len(PAPER_IMAGE_CLASSES):
+            return list(PAPER_IMAGE_CLASSES)
+        return [f"class {i}" for i in range(num_classes)]
 
     def display_image(self, pixels, is_hu):
         """The slice as 8-bit grey for drawing: the segmenter's window applied to HU."""
@@ -206,42 +201,30 @@ class CTLesionPredictor:
         return results
 
     def _segment(self, inputs):
-        """``GeneralizedRCNN.inference``, keeping the mask logits of each instance and, when
-        there is no classifier, the ranked RoI batch of the segmenter.
+        """The segmenter's detector pass (:func:`detect`, keeping the mask logits of each
+        instance) and, when there is no classifier, the segmenter's ranked RoI batch.
 
         Returns:
             tuple: post-processed ``Instances`` per slice (CPU), and per slice either None or
             (roi_boxes (B, 4) in the slice's frame, roi_scores (B,), num_detections).
         """
-        model = self.model
-        self._logits.clear()
-        images = model.preprocess_image(inputs)
-        features = model.backbone(images.tensor)
-        proposals, _ = model.proposal_generator(images, features, None)
-        raw, _ = model.roi_heads(images, features, proposals, None)
-        logits = torch.cat(self._logits) if self._logits else None
-        self._logits.clear()
+        images, features, proposals, raw = detect(self.model, inputs, mask_logits=True)
         batches = [None] * len(inputs)
         if self.classifier is None:
             batches = [
                 _rescaled(batch, size, x)
                 for batch, size, x in zip(
-                    ranked_roi_batches(model.roi_heads, features, proposals, **self.roi_options),
+                    ranked_roi_batches(
+                        self.model.roi_heads, features, proposals, **self.roi_options
+                    ),
                     images.image_sizes,
                     inputs,
                 )
             ]
-        start, instances = 0, []
-        for inst, x in zip(raw, inputs):
-            n = len(inst)
-            chosen = logits[start : start + n] if logits is not None else None
-            if chosen is not None and n:
-                channel = inst.pred_classes if chosen.shape[1] > 1 else inst.pred_classes * 0
-                inst.pred_mask_logits = chosen[torch.arange(n, device=chosen.device), channel]
-            else:
-                inst.pred_mask_logits = images.tensor.new_zeros((n, 28, 28))
-            start += n
-            instances.append(detector_postprocess(inst, x["height"], x["width"]).to("cpu"))
+        instances = [
+            detector_postprocess(inst, x["height"], x["width"]).to("cpu")
+            for inst, x in zip(raw, inputs)
+        ]
         return instances, batches
 
 

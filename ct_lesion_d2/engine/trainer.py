@@ -5,20 +5,19 @@ import math
 import os
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.data import (
-    MetadataCatalog,
-    build_detection_test_loader,
-    get_detection_dataset_dicts,
-)
+from detectron2.data import MetadataCatalog, build_detection_test_loader
 from detectron2.engine import DefaultTrainer, hooks
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 
 from ..data.build import ResumableTrainLoader, build_resumable_train_loader
 from ..data.mappers import ClassificationDatasetMapper, CTLesionDatasetMapper
-from ..data.roi_batch_cache import compute_roi_batch_records
 from ..evaluation import CTClassificationEvaluator
+from ..modeling.meta_arch.roi_batch_cache import (
+    bind_roi_batch_cache,
+    build_roi_batch_cache_loader,
+)
+from ..modeling.meta_arch.segmentation_weights import initialize_from_segmenter
 from ..solver import build_ct_optimizer
 from .checkpoint import AtomicDetectionCheckpointer
 from .data_order import data_order_record, recorded_seed, write_data_order
@@ -136,6 +135,8 @@ class CTLesionTrainer(DefaultTrainer):
 
     def __init__(self, cfg):
         super().__init__(resolve_seed(cfg))
+        # CACHE_ROI_BATCHES: the cached rows are computed by this model, on the first batch
+        bind_roi_batch_cache(self.data_loader, self.model)
         self._step_failed = False
         # SimpleTrainer checks the losses in _write_metrics, between backward and the optimizer
         # step; wrapping it on the instance keeps that place for SimpleTrainer and AMPTrainer.
@@ -162,7 +163,10 @@ class CTLesionTrainer(DefaultTrainer):
     def resume_or_load(self, resume=True):
         """Load ``MODEL.WEIGHTS``, or with ``resume`` the newest complete checkpoint of
         ``OUTPUT_DIR`` and its iteration; start the data where that iteration left it, and
-        record the seed and data order."""
+        record the seed and data order. A new classifier first takes its detector from
+        ``MODEL.CT_CLASSIFIER.SEGMENTATION_WEIGHTS``."""
+        if not (resume and self.checkpointer.has_checkpoint()):
+            initialize_from_segmenter(self.model, self.cfg)
         self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
         if resume and self.checkpointer.resumed_from:
             # The checkpoint stores the iteration that just finished.
@@ -229,41 +233,9 @@ class CTLesionTrainer(DefaultTrainer):
     @classmethod
     def build_train_loader(cls, cfg):
         if is_classifier(cfg) and cfg.MODEL.CT_CLASSIFIER.CACHE_ROI_BATCHES:
-            return cls.build_cached_roi_batch_loader(cfg)
+            return build_roi_batch_cache_loader(cfg)
         mapper_class = ClassificationDatasetMapper if is_classifier(cfg) else CTLesionDatasetMapper
         return build_resumable_train_loader(cfg, mapper=mapper_class(cfg, True))
-
-    @classmethod
-    def build_cached_roi_batch_loader(cls, cfg):
-        """Training loader of precomputed ranked RoI batches (``CACHE_ROI_BATCHES``).
-
-        The batches come from a classifier built from ``cfg`` (its detector loaded from
-        ``SEGMENTATION_WEIGHTS``, then ``MODEL.WEIGHTS`` if set: the detector the trained model
-        has, since it is frozen) on the inference mapper's input of each training image.
-        """
-        ct = cfg.MODEL.CT_CLASSIFIER
-        if ct.TRAIN_BN_AFFINE:
-            raise ValueError(
-                "MODEL.CT_CLASSIFIER.CACHE_ROI_BATCHES needs MODEL.CT_CLASSIFIER.TRAIN_BN_AFFINE "
-                "False: while the backbone BatchNorm parameters train, the RoI batches change"
-            )
-        if cfg.INPUT.RANDOM_FLIP != "none":
-            logger.warning(
-                "CACHE_ROI_BATCHES: the RoI batches are computed once without augmentation, "
-                "so INPUT.RANDOM_FLIP=%s is not applied",
-                cfg.INPUT.RANDOM_FLIP,
-            )
-        model = cls.build_model(cfg)
-        if cfg.MODEL.WEIGHTS:
-            DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
-        dataset_dicts = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=False)
-        records = compute_roi_batch_records(
-            model, dataset_dicts, ClassificationDatasetMapper(cfg, False), cfg.SOLVER.IMS_PER_BATCH
-        )
-        del model
-        return build_resumable_train_loader(
-            cfg, mapper=_unchanged, dataset=records, aspect_ratio_grouping=False, num_workers=0
-        )
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
@@ -273,8 +245,3 @@ class CTLesionTrainer(DefaultTrainer):
     @classmethod
     def build_optimizer(cls, cfg, model):
         return build_ct_optimizer(cfg, model)
-
-
-def _unchanged(record):
-    """Identity mapper of the cached RoI-batch records (already model inputs)."""
-    return record

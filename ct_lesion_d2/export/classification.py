@@ -19,6 +19,7 @@ import torch
 from detectron2.export import TracingAdapter
 from detectron2.structures import Boxes
 
+from ..modeling.detect import detect
 from ..modeling.meta_arch.covid_ct_mask_net import CTMaskNetClassifier, roi_candidates
 from ..modeling.meta_arch.roi_batch import build_roi_batch
 from ..data.io import refuse_existing
@@ -50,7 +51,7 @@ _CANDIDATES = ("scores", "boxes", "deltas")
 def classifier_candidates(model, inputs):
     """Every (RoI, foreground class) candidate of one image, before ranking.
 
-    The model's own ``roi_candidates`` over its backbone and RPN: what
+    The model's own ``roi_candidates`` over its detector pass (:func:`detect`): what
     ``CTMaskNetClassifier.roi_batches`` computes before ``build_roi_batch``, as a function of
     the model so that it can be traced.
 
@@ -61,9 +62,7 @@ def classifier_candidates(model, inputs):
     Returns:
         tuple[Tensor]: scores (R, K), decoded boxes (R, K, 4), raw deltas (R, K, 4).
     """
-    images = model.preprocess_image(inputs)
-    features = model.backbone(images.tensor)
-    proposals, _ = model.proposal_generator(images, features, None)
+    _, features, proposals, _ = detect(model, inputs, roi_heads=False)
     return roi_candidates(model.roi_heads, features, proposals, model.sigmoid_scores)
 
 

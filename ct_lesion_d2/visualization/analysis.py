@@ -18,6 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch.nn import functional as F
 
+from ..data.datasets.metadata import lesion_metadata
 from .overlay import draw_ground_truth, draw_predictions
 
 __all__ = [
@@ -202,23 +203,6 @@ def draw_roi_statistics(prediction, top=TOP_ROIS, title=None):
     fig.suptitle(f"{title}\n{source}" if title else source, fontsize=10)
     fig.tight_layout()
     return figure_to_array(fig)
-
-
-def lesion_metadata(cfg, name="ct_lesion_predict"):
-    """``Visualizer`` metadata with the lesion class names of a segmentation config: those of
-    its first test dataset when registered and consistent, else "Lesion" (one class) or
-    "GGO", "Consolidation" (two)."""
-    from detectron2.data import MetadataCatalog
-
-    num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
-    names = None
-    if len(cfg.DATASETS.TEST):
-        names = MetadataCatalog.get(cfg.DATASETS.TEST[0]).get("thing_classes", None)
-    if not names or len(names) != num_classes:
-        names = ["Lesion"] if num_classes == 1 else ["GGO", "Consolidation"][:num_classes]
-    metadata = MetadataCatalog.get(name)
-    metadata.thing_classes = list(names)
-    return metadata
 
 
 def save_slice_figures(

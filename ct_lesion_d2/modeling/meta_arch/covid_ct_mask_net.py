@@ -14,10 +14,10 @@ from detectron2.structures import Boxes
 from torch import nn
 from torch.nn import functional as F
 
+from ..detect import detect
 from .roi_batch import ROW_FEATURES, build_roi_batch
-from .segmentation_weights import load_segmentation_weights
 
-__all__ = ["CTMaskNetClassifier", "build_s_module", "ranked_roi_batches"]
+__all__ = ["CTMaskNetClassifier", "build_s_module", "ranked_roi_batches", "roi_batch_options"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,25 @@ def build_s_module(batch_detections, hidden_dim, num_classes):
         nn.ReLU(inplace=True),
         nn.Linear(hidden_dim, num_classes),
     )
+
+
+def roi_batch_options(cfg):
+    """The ranked-RoI-batch settings of a config (``MODEL.CT_CLASSIFIER``), read here only.
+
+    Returns:
+        dict: ``sigmoid_scores`` and the :func:`build_roi_batch` options (``batch_size``,
+        ``score_thresh``, ``nms_thresh``, ``remove_empty_boxes``, ``row_features``), as
+        :func:`ranked_roi_batches` takes them.
+    """
+    ct = cfg.MODEL.CT_CLASSIFIER
+    return {
+        "sigmoid_scores": ct.SIGMOID_SCORES,
+        "batch_size": ct.BATCH_DETECTIONS,
+        "score_thresh": ct.ROI_SCORE_THRESH,
+        "nms_thresh": ct.ROI_NMS_THRESH,
+        "remove_empty_boxes": ct.REMOVE_EMPTY_BOXES,
+        "row_features": ct.ROW_FEATURES,
+    }
 
 
 def roi_candidates(roi_heads, features, proposals, sigmoid_scores=False):
@@ -116,6 +135,11 @@ class CTMaskNetClassifier(GeneralizedRCNN):
     the input's ``height``/``width``), ``roi_scores`` (B,) and ``roi_num_detections`` (distinct
     detections before replication). An image on which no detection survives (no proposal with
     a non-empty box) is classified from a batch of B zero rows.
+
+    Building it loads nothing. A classifier starts from a trained segmentation checkpoint
+    (``MODEL.CT_CLASSIFIER.SEGMENTATION_WEIGHTS``), which the trainer loads when training
+    starts (:func:`load_segmentation_weights`); a trained classifier checkpoint
+    (``MODEL.WEIGHTS``) holds the detector too and is loaded alone (:func:`load_model_weights`).
     """
 
     @configurable
@@ -130,7 +154,6 @@ class CTMaskNetClassifier(GeneralizedRCNN):
         sigmoid_scores=False,
         row_features="deltas",
         train_bn_affine=True,
-        segmentation_weights="",
         **kwargs,
     ):
         """
@@ -143,7 +166,6 @@ class CTMaskNetClassifier(GeneralizedRCNN):
             sigmoid_scores (bool): sigmoid of the class logit as confidence instead of softmax.
             row_features (str): "deltas" (raw regression) or "boxes" (decoded, normalised).
             train_bn_affine (bool): train the backbone BatchNorm weight and bias beside S.
-            segmentation_weights (str): Mask R-CNN checkpoint to load ("" = random detector).
             **kwargs: :class:`GeneralizedRCNN` arguments; roi_heads as ``StandardROIHeads``.
         """
         super().__init__(**kwargs)
@@ -161,26 +183,27 @@ class CTMaskNetClassifier(GeneralizedRCNN):
             "row_features": row_features,
         }
         self.sigmoid_scores = sigmoid_scores
-        self.segmentation_report = load_segmentation_weights(self, segmentation_weights)
         self._freeze_detector(train_bn_affine)
 
     @classmethod
     def from_config(cls, cfg):
+        # MODEL.CT_CLASSIFIER.SEGMENTATION_WEIGHTS is not read here: the model is built
+        # random and a checkpointer step fills it (segmentation_weights.py).
         ct = cfg.MODEL.CT_CLASSIFIER
+        options = roi_batch_options(cfg)
         cfg = cfg.clone()
         cfg.defrost()
         cfg.MODEL.MASK_ON = False
         return {
             **super().from_config(cfg),
             "classifier": build_s_module(ct.BATCH_DETECTIONS, ct.HIDDEN_DIM, ct.NUM_CLASSES),
-            "batch_detections": ct.BATCH_DETECTIONS,
-            "roi_score_thresh": ct.ROI_SCORE_THRESH,
-            "roi_nms_thresh": ct.ROI_NMS_THRESH,
-            "remove_empty_boxes": ct.REMOVE_EMPTY_BOXES,
-            "sigmoid_scores": ct.SIGMOID_SCORES,
-            "row_features": ct.ROW_FEATURES,
+            "batch_detections": options["batch_size"],
+            "roi_score_thresh": options["score_thresh"],
+            "roi_nms_thresh": options["nms_thresh"],
+            "remove_empty_boxes": options["remove_empty_boxes"],
+            "sigmoid_scores": options["sigmoid_scores"],
+            "row_features": options["row_features"],
             "train_bn_affine": ct.TRAIN_BN_AFFINE,
-            "segmentation_weights": ct.SEGMENTATION_WEIGHTS,
         }
 
     @property
@@ -217,7 +240,7 @@ class CTMaskNetClassifier(GeneralizedRCNN):
             batched_inputs (list[dict]): ``"image"`` (C, H, W); ``"class_id"`` (int) for
                 training; optional ``"height"``, ``"width"`` for the output ``roi_boxes``.
                 Inputs may instead carry precomputed ``"roi_rows"`` (B, 5) (see
-                :func:`ct_lesion_d2.data.roi_batch_cache.compute_roi_batch_records`): the
+                :func:`ct_lesion_d2.modeling.roi_batch_cache.compute_roi_batch_records`): the
                 detector is then skipped and only module S runs.
 
         Returns:
@@ -246,9 +269,7 @@ class CTMaskNetClassifier(GeneralizedRCNN):
             tuple[list[RoIBatch], list[tuple[int, int]]]: the batches and the (resized) image
             sizes the detector saw.
         """
-        images = self.preprocess_image(batched_inputs)
-        features = self.backbone(images.tensor)
-        proposals, _ = self.proposal_generator(images, features, None)
+        images, features, proposals, _ = detect(self, batched_inputs, roi_heads=False)
         return self.roi_batches(features, proposals), images.image_sizes
 
     def roi_batches(self, features, proposals):

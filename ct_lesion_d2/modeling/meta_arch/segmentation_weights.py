@@ -1,9 +1,16 @@
-"""Load the detector of a trained segmentation Mask R-CNN into the COVID-CT-Mask-Net classifier.
+"""Checkpointer steps of the COVID-CT-Mask-Net classifier: constructors build, these load.
 
 The classifier shares its backbone, RPN and RoI box branch with the Mask R-CNN, so their keys
 match one to one. Detectron2's ``DetectionCheckpointer`` does the loading (file formats, the
 ``module.`` prefix of DDP checkpoints, skipping tensors of the wrong shape); this module only
 keeps its report of incompatible keys and adds which keys were taken.
+
+- :func:`load_segmentation_weights`: a new classifier's detector from the segmentation
+  checkpoint, when training starts (the trainer calls it; the constructor does not, so that a
+  model builds from its config alone, with no file on disk);
+- :func:`load_model_weights`: any model for inference, from ``MODEL.WEIGHTS`` (a trained
+  classifier checkpoint is complete), or, for a classifier without one, from
+  ``SEGMENTATION_WEIGHTS`` (random module S on a trained detector, as the benchmarks use).
 """
 import logging
 from typing import List, NamedTuple, Tuple
@@ -50,14 +57,14 @@ def load_segmentation_weights(model, path):
     Returns:
         SegmentationWeightsReport: keys taken, missing and unused.
     """
-    model_keys = list(model.state_dict())
+    checkpointer = _ReportingCheckpointer(model)
+    model_keys = list(checkpointer.model.state_dict())  # without a DDP wrapper's prefix
     if not path:
         logger.warning(
             "MODEL.CT_CLASSIFIER.SEGMENTATION_WEIGHTS is empty: the detector of the classifier "
             "keeps its random weights; COVID-CT-Mask-Net expects a trained segmentation model."
         )
         return SegmentationWeightsReport("", [], model_keys, [], [])
-    checkpointer = _ReportingCheckpointer(model)
     checkpointer.load(path, checkpointables=[])
     incompatible = checkpointer.incompatible
     skipped = {key for key, _, _ in incompatible.incorrect_shapes}
@@ -71,6 +78,43 @@ def load_segmentation_weights(model, path):
     )
     _log_report(report)
     return report
+
+
+def is_classifier_config(cfg):
+    """Whether ``cfg`` builds a ``CTMaskNetClassifier`` (rather than a lesion segmenter)."""
+    return cfg.MODEL.META_ARCHITECTURE == "CTMaskNetClassifier"
+
+
+def initialize_from_segmenter(model, cfg):
+    """The step before training a new classifier: its detector from ``SEGMENTATION_WEIGHTS``.
+
+    ``MODEL.WEIGHTS``, when given, is loaded after it by the trainer's checkpointer, as
+    Detectron2 loads it for any model. A segmenter config leaves ``model`` unchanged.
+
+    Returns:
+        SegmentationWeightsReport or None: None for a segmenter config.
+    """
+    if not is_classifier_config(cfg):
+        return None
+    return load_segmentation_weights(model, cfg.MODEL.CT_CLASSIFIER.SEGMENTATION_WEIGHTS)
+
+
+def load_model_weights(model, cfg):
+    """Fill a model built from ``cfg`` for inference (prediction, export, benchmarks).
+
+    ``MODEL.WEIGHTS`` when given: a trained checkpoint, complete for either model kind (no
+    segmentation checkpoint is read). Without it, a classifier's detector comes from
+    ``SEGMENTATION_WEIGHTS`` (module S stays random) and a segmenter stays random.
+
+    Returns:
+        str: the file loaded ("" when none).
+    """
+    if cfg.MODEL.WEIGHTS:
+        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+        return cfg.MODEL.WEIGHTS
+    if is_classifier_config(cfg) and cfg.MODEL.CT_CLASSIFIER.SEGMENTATION_WEIGHTS:
+        return initialize_from_segmenter(model, cfg).path
+    return ""
 
 
 def _log_report(report):
