@@ -25,7 +25,7 @@ from ct_lesion_d2.benchmark.slice_classifier_baseline import (
 from ct_lesion_d2.engine import match_num_classes, resolve_device
 from ct_lesion_d2.model_zoo import get_config
 
-DEFAULT_CONFIG = "classifier_R18_T1_ucsd_cpu.yaml"
+DEFAULT_CONFIG = "classifier_R18_T1_ucsd_realct_features_cpu.yaml"
 
 
 def main(argv=None):
