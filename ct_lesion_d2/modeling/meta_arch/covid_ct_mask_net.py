@@ -115,6 +115,12 @@ def ranked_roi_batches(
     candidates = roi_candidates(
         roi_heads, features, proposals, sigmoid_scores, head_features=roi_head_features
     )
+    return roi_batches_from_candidates(candidates, proposals, **batch_options)
+
+
+def roi_batches_from_candidates(candidates, proposals, **batch_options):
+    """Split the candidates of :func:`roi_candidates` by image and rank each image's batch; a
+    fourth candidate tensor (the box head's features) is appended to the rows."""
     sizes = [len(p) for p in proposals]
     per_image = zip(*(c.split(sizes) for c in candidates))
     return [
@@ -327,10 +333,20 @@ class CTMaskNetClassifier(GeneralizedRCNN):
             slice features (None when no slice-feature option is on).
         """
         burden = self.burden_score_thresh is not None
-        images, features, proposals, instances = detect(self, batched_inputs, roi_heads=burden)
-        batches = self.roi_batches(features, proposals)
+        images, features, proposals, _ = detect(self, batched_inputs, roi_heads=False)
+        candidates = roi_candidates(
+            self.roi_heads, features, proposals, self.sigmoid_scores, head_features=True
+        )
+        rows_from = candidates if self.roi_head_features else candidates[:3]
+        batches = roi_batches_from_candidates(rows_from, proposals, **self.batch_options)
         slice_features = []
         if burden:
+            # the RoI heads' inference from the box head output above (not a second RoIAlign)
+            predictions = self.roi_heads.box_predictor(candidates[3])
+            instances, _ = self.roi_heads.box_predictor.inference(predictions, proposals)
+            # masks only for the detections the burden counts
+            instances = [i[i.scores >= self.burden_score_thresh] for i in instances]
+            instances = self.roi_heads.forward_with_given_boxes(features, instances)
             slice_features.append(torch.stack([
                 lesion_burden(inst, x["image"][:, :h, :w].to(self.device), self.burden_score_thresh)
                 for inst, x, (h, w) in zip(instances, batched_inputs, images.image_sizes)
