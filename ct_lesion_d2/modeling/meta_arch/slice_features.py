@@ -12,6 +12,7 @@ give it what the batch lacks, computed from the same frozen detector pass:
 They reach S through a side branch (:class:`SliceFeatureS`): the rows go through S's two hidden
 layers as in the paper, the slice vector through one small layer, and S's last layer sees both.
 """
+
 import math
 
 import cv2
@@ -102,8 +103,13 @@ def lesion_burden(instances, image, score_thresh):
     else:
         lesion = inside = 0.0
         tail = [0.0] * 6
-    values = [lesion / area, inside / lung_area, float(lung.sum()) / area,
-              math.log1p(len(scores)), *tail]
+    values = [
+        lesion / area,
+        inside / lung_area,
+        float(lung.sum()) / area,
+        math.log1p(len(scores)),
+        *tail,
+    ]
     return torch.tensor(values, dtype=torch.float32, device=image.device)
 
 
