@@ -139,7 +139,6 @@ def train_slice_classifier_baseline(
     write_json_atomic(
         _json_safe(results), os.path.join(output_dir, "baseline_results.json"), overwrite=True
     )
-    logger.info("Baseline %s:\n%s", arch, results_table(results, cfg.DATASETS.TEST))
     return results
 
 
