@@ -89,8 +89,23 @@ def add_ct_lesion_config(cfg):
     cfg.MODEL.CT_CLASSIFIER.TRAIN_BN_AFFINE = True
     # Compute the training images' ranked RoI batches once and train module S on them alone.
     # Needs TRAIN_BN_AFFINE False (the detector then never changes); the cached batches come
-    # from the inference mapper, so training augmentations (INPUT.RANDOM_FLIP) are not applied.
+    # from the inference mapper (augmentations only through CACHE_AUGMENTED_VIEWS below).
     cfg.MODEL.CT_CLASSIFIER.CACHE_ROI_BATCHES = False
+    # Beyond the paper (all off in its configs; off, module S and its input are the paper's).
+    # Append the frozen box head's feature vector (ROI_BOX_HEAD.FC_DIM numbers) to each row.
+    cfg.MODEL.CT_CLASSIFIER.ROI_HEAD_FEATURES = False
+    # Lesion burden of the slice (lesion area over image and crude lung area, count, size
+    # quantiles; slice_features.py) from the frozen mask head, fed to S through a side branch.
+    cfg.MODEL.CT_CLASSIFIER.LESION_BURDEN_FEATURES = False
+    # Detections of the mask head counted as lesions for the burden: score at least this.
+    cfg.MODEL.CT_CLASSIFIER.BURDEN_SCORE_THRESH = 0.5
+    # Global average of the RoI heads' feature map (FPN.OUT_CHANNELS numbers), side branch.
+    cfg.MODEL.CT_CLASSIFIER.GLOBAL_FEATURES = False
+    # Width of S's side branch for the slice features (burden, global).
+    cfg.MODEL.CT_CLASSIFIER.SLICE_HIDDEN_DIM = 64
+    # CACHE_ROI_BATCHES: also cache this many views of each training slice through the training
+    # mapper (INPUT.RANDOM_FLIP, INPUT.CT_AUGMENTATION), beside the unaugmented one.
+    cfg.MODEL.CT_CLASSIFIER.CACHE_AUGMENTED_VIEWS = 0
     # Crop classification slices to the box given with each record (COVIDx-CT body crop).
     cfg.INPUT.CT_CLASSIFIER_CROP = False
 

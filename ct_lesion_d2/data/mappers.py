@@ -52,7 +52,8 @@ class ClassificationDatasetMapper:
     NIfTI slices in HU and windowed per ``INPUT.CT_WINDOW`` (``read_model_slice``), and
     replicated to the channels of ``INPUT.FORMAT``, the way the segmentation model sees them.
     The record's ``crop`` box is applied when ``use_crop`` is set, then the augmentations
-    (``ResizeShortestEdge``, and ``RandomFlip`` at train time per ``INPUT.RANDOM_FLIP``).
+    (``ResizeShortestEdge``; at train time ``RandomFlip`` per ``INPUT.RANDOM_FLIP`` and the
+    ``INPUT.CT_AUGMENTATION`` ones switched on, see ``build_ct_augmentation``).
 
     The output has ``image`` (CxHxW float32, 0-255), ``height`` and ``width`` (the size before
     resizing, i.e. of the crop when cropping, so that boxes the model rescales to it stay in
@@ -85,7 +86,7 @@ class ClassificationDatasetMapper:
     def from_config(cls, cfg, is_train=True):
         return {
             "is_train": is_train,
-            "augmentations": utils.build_augmentation(cfg, is_train),
+            "augmentations": build_ct_augmentation(cfg, is_train),
             "image_format": cfg.INPUT.FORMAT,
             "use_crop": cfg.INPUT.CT_CLASSIFIER_CROP,
             "window": window_from_config(cfg),

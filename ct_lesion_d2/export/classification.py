@@ -11,6 +11,12 @@ is exact and the rest stays Python:
 2. ``build_roi_batch`` in Python (the same function as the eager model);
 3. ``<name>_s``: module S, the flattened B x 5 batch -> class logits.
 
+With ``MODEL.CT_CLASSIFIER.ROI_HEAD_FEATURES`` the detector graph also returns the box head's
+features, appended to the rows in Python. The slice-feature options are refused by name
+(:func:`check_classifier_exportable`): the lesion burden pastes masks and thresholds the slice
+in Python, and the global average covers the unpadded cells only, neither of which this
+two-graph split carries yet.
+
 :class:`ExportedClassifier` chains them and returns what ``CTMaskNetClassifier`` returns.
 """
 import copy
@@ -37,6 +43,7 @@ from .tracing import (
 __all__ = [
     "CLASSIFIER_TOLERANCES",
     "ExportedClassifier",
+    "check_classifier_exportable",
     "classifier_candidates",
     "compare_classification",
     "export_classifier",
@@ -60,10 +67,32 @@ def classifier_candidates(model, inputs):
         inputs (list[dict]): one image dict with ``"image"``.
 
     Returns:
-        tuple[Tensor]: scores (R, K), decoded boxes (R, K, 4), raw deltas (R, K, 4).
+        tuple[Tensor]: scores (R, K), decoded boxes (R, K, 4), raw deltas (R, K, 4), and the
+        box head's features (R, FC_DIM) with ``ROI_HEAD_FEATURES``.
     """
     _, features, proposals, _ = detect(model, inputs, roi_heads=False)
-    return roi_candidates(model.roi_heads, features, proposals, model.sigmoid_scores)
+    return roi_candidates(
+        model.roi_heads, features, proposals, model.sigmoid_scores,
+        head_features=model.roi_head_features,
+    )
+
+
+def check_classifier_exportable(model):
+    """Refuse the classifier options the export does not carry, naming their config key.
+
+    Raises:
+        ExportError: ``LESION_BURDEN_FEATURES`` or ``GLOBAL_FEATURES`` is on.
+    """
+    refused = {
+        "LESION_BURDEN_FEATURES": model.burden_score_thresh is not None,
+        "GLOBAL_FEATURES": model.global_features,
+    }
+    for key, on in refused.items():
+        if on:
+            raise ExportError(
+                f"MODEL.CT_CLASSIFIER.{key} cannot be exported: its slice features are "
+                "computed outside the traced detector graph; export a classifier without it"
+            )
 
 
 def export_classifier(model, image, fmt, prefix, *, opset=ONNX_DEFAULT_OPSET, fold_bn=True,
@@ -83,6 +112,8 @@ def export_classifier(model, image, fmt, prefix, *, opset=ONNX_DEFAULT_OPSET, fo
     check_format(fmt)
     if not hasattr(model, "batch_options"):
         raise ExportError(f"{type(model).__name__} is not a CTMaskNetClassifier")
+    check_classifier_exportable(model)
+    names = list(_CANDIDATES) + (["head_features"] if model.roi_head_features else [])
     refuse_existing(exported_classifier_files(prefix, fmt), overwrite)  # before tracing
     model = copy.deepcopy(model).eval()
     if fold_bn:
@@ -96,16 +127,21 @@ def export_classifier(model, image, fmt, prefix, *, opset=ONNX_DEFAULT_OPSET, fo
         fmt,
         f"{prefix}_detector{ext}",
         input_names=["image"],
-        output_names=list(_CANDIDATES),
-        dynamic_axes={"image": {1: "height", 2: "width"}, **{n: {0: "r"} for n in _CANDIDATES}},
-        meta={"kind": "classifier_detector", "batch_options": model.batch_options, **shared},
+        output_names=names,
+        dynamic_axes={"image": {1: "height", 2: "width"}, **{n: {0: "r"} for n in names}},
+        meta={
+            "kind": "classifier_detector",
+            "batch_options": model.batch_options,
+            "roi_head_features": model.roi_head_features,
+            **shared,
+        },
         opset=opset,
         overwrite=overwrite,
     )
     batch_size = model.batch_options["batch_size"]
     s_module = export_graph(
         model.classifier,
-        (torch.zeros(1, 5 * batch_size),),
+        (torch.zeros(1, model.classifier[0].in_features),),
         fmt,
         f"{prefix}_s{ext}",
         input_names=["rows"],
@@ -142,6 +178,7 @@ class ExportedClassifier:
             if graph.meta.get("kind") != kind:
                 raise ExportError(f"{graph.path}: not a {kind} export")
         self.batch_options = self.detector.meta["batch_options"]
+        self.roi_head_features = self.detector.meta.get("roi_head_features", False)
 
     def __call__(self, batched_inputs):
         results = []
@@ -149,8 +186,9 @@ class ExportedClassifier:
             image = inputs["image"]
             height, width = image.shape[-2:]
             candidates = self.detector(image)
+            head = candidates["head_features"] if self.roi_head_features else None
             batch = build_roi_batch(
-                *(candidates[n] for n in _CANDIDATES), (height, width), **self.batch_options
+                *(candidates[n] for n in _CANDIDATES), (height, width), head, **self.batch_options
             )
             logits = self.s_module(batch.rows.reshape(1, -1))["class_logits"][0]
             outputs = CTMaskNetClassifier.image_outputs(logits, batch, inputs, (height, width))

@@ -18,25 +18,27 @@ from torch.nn import functional as F
 
 from ..detect import detect
 from .roi_batch import ROW_FEATURES, build_roi_batch
+from .slice_features import BURDEN_FEATURE_NAMES, SliceFeatureS, global_average, lesion_burden
 
 __all__ = ["CTMaskNetClassifier", "build_s_module", "ranked_roi_batches", "roi_batch_options"]
 
 logger = logging.getLogger(__name__)
 
 
-def build_s_module(batch_detections, hidden_dim, num_classes):
+def build_s_module(batch_detections, hidden_dim, num_classes, row_width=5):
     """Module S: Linear(5B -> F) + ReLU, Linear(F -> F) + ReLU, Linear(F -> num_classes).
 
     Args:
         batch_detections (int): B, the ranked detections per image (5 numbers each).
         hidden_dim (int): F.
         num_classes (int): image classes.
+        row_width (int): numbers per row (5 in the paper; more with ``ROI_HEAD_FEATURES``).
 
     Returns:
         nn.Sequential: maps (N, 5B) to (N, num_classes) logits.
     """
     return nn.Sequential(
-        nn.Linear(5 * batch_detections, hidden_dim),
+        nn.Linear(row_width * batch_detections, hidden_dim),
         nn.ReLU(inplace=True),
         nn.Linear(hidden_dim, hidden_dim),
         nn.ReLU(inplace=True),
@@ -63,7 +65,7 @@ def roi_batch_options(cfg):
     }
 
 
-def roi_candidates(roi_heads, features, proposals, sigmoid_scores=False):
+def roi_candidates(roi_heads, features, proposals, sigmoid_scores=False, head_features=False):
     """Per-proposal class confidences, decoded boxes and raw deltas of the RoI box branch.
 
     Args:
@@ -71,16 +73,18 @@ def roi_candidates(roi_heads, features, proposals, sigmoid_scores=False):
         features (dict[str, Tensor]): backbone features.
         proposals (list[Instances]): RPN proposals, one per image.
         sigmoid_scores (bool): sigmoid of the class logit as confidence instead of softmax.
+        head_features (bool): also return the box head's output (R, FC_DIM).
 
     Returns:
         tuple[Tensor]: scores (R, K), boxes (R, K, 4) and deltas (R, K, 4) of the R proposals
         of all images in order, K foreground classes (class-agnostic regression: the same box
-        for every class).
+        for every class); and the box head's output when asked.
     """
     box_features = roi_heads.box_pooler(
         [features[f] for f in roi_heads.box_in_features], [p.proposal_boxes for p in proposals]
     )
-    predictions = roi_heads.box_predictor(roi_heads.box_head(box_features))
+    head = roi_heads.box_head(box_features)
+    predictions = roi_heads.box_predictor(head)
     logits, deltas = predictions
     num_fg = logits.shape[1] - 1
     if sigmoid_scores:
@@ -90,10 +94,12 @@ def roi_candidates(roi_heads, features, proposals, sigmoid_scores=False):
     boxes = torch.cat(roi_heads.box_predictor.predict_boxes(predictions, proposals))
     # shape[0], not len(): a traced graph keeps it dynamic
     boxes, deltas = (t.reshape(t.shape[0], -1, 4).expand(-1, num_fg, 4) for t in (boxes, deltas))
-    return scores, boxes, deltas
+    return (scores, boxes, deltas, head) if head_features else (scores, boxes, deltas)
 
 
-def ranked_roi_batches(roi_heads, features, proposals, sigmoid_scores=False, **batch_options):
+def ranked_roi_batches(
+    roi_heads, features, proposals, sigmoid_scores=False, roi_head_features=False, **batch_options
+):
     """The ranked RoI batch of each image, from the RoI box branch of a Mask R-CNN.
 
     Used by the classifier, and by the predictor to show the batch a segmentation model would
@@ -101,19 +107,27 @@ def ranked_roi_batches(roi_heads, features, proposals, sigmoid_scores=False, **b
 
     Args:
         roi_heads, features, proposals, sigmoid_scores: as :func:`roi_candidates`.
+        roi_head_features (bool): append the box head's output to each row.
         **batch_options: ``build_roi_batch`` options (batch_size, score_thresh, nms_thresh,
             remove_empty_boxes, row_features).
 
     Returns:
         list[RoIBatch]: rows (B, 5), boxes (B, 4), scores (B,) per image.
     """
-    scores, boxes, deltas = roi_candidates(roi_heads, features, proposals, sigmoid_scores)
+    candidates = roi_candidates(
+        roi_heads, features, proposals, sigmoid_scores, head_features=roi_head_features
+    )
+    return roi_batches_from_candidates(candidates, proposals, **batch_options)
+
+
+def roi_batches_from_candidates(candidates, proposals, **batch_options):
+    """Split the candidates of :func:`roi_candidates` by image and rank each image's batch; a
+    fourth candidate tensor (the box head's features) is appended to the rows."""
     sizes = [len(p) for p in proposals]
+    per_image = zip(*(c.split(sizes) for c in candidates))
     return [
-        build_roi_batch(s, b, d, p.image_size, **batch_options)
-        for s, b, d, p in zip(
-            scores.split(sizes), boxes.split(sizes), deltas.split(sizes), proposals
-        )
+        build_roi_batch(s, b, d, p.image_size, *head, **batch_options)
+        for (s, b, d, *head), p in zip(per_image, proposals)
     ]
 
 
@@ -156,6 +170,9 @@ class CTMaskNetClassifier(GeneralizedRCNN):
         sigmoid_scores=False,
         row_features="deltas",
         train_bn_affine=True,
+        roi_head_features=False,
+        burden_score_thresh=None,
+        global_features=False,
         **kwargs,
     ):
         """
@@ -168,15 +185,25 @@ class CTMaskNetClassifier(GeneralizedRCNN):
             sigmoid_scores (bool): sigmoid of the class logit as confidence instead of softmax.
             row_features (str): "deltas" (raw regression) or "boxes" (decoded, normalised).
             train_bn_affine (bool): train the backbone BatchNorm weight and bias beside S.
+            roi_head_features (bool): append the box head's output to each row.
+            burden_score_thresh (float or None): give S the lesion burden of the mask head's
+                detections scoring at least this (None: off; needs a mask head).
+            global_features (bool): give S the global average of the RoI heads' (last) map.
             **kwargs: :class:`GeneralizedRCNN` arguments; roi_heads as ``StandardROIHeads``.
         """
         super().__init__(**kwargs)
         if row_features not in ROW_FEATURES:
             raise ValueError(f"MODEL.CT_CLASSIFIER.ROW_FEATURES must be one of {ROW_FEATURES}")
-        if getattr(self.roi_heads, "mask_on", False):
-            raise ValueError("CTMaskNetClassifier needs MODEL.MASK_ON False")
+        if getattr(self.roi_heads, "mask_on", False) != (burden_score_thresh is not None):
+            raise ValueError(
+                "CTMaskNetClassifier has a mask head exactly when "
+                "MODEL.CT_CLASSIFIER.LESION_BURDEN_FEATURES is on (MODEL.MASK_ON follows it)"
+            )
         self.classifier = classifier
-        self.num_classes = classifier[-1].out_features
+        self.num_classes = getattr(classifier, "num_classes", None) or classifier[-1].out_features
+        self.roi_head_features = roi_head_features
+        self.burden_score_thresh = burden_score_thresh
+        self.global_features = global_features
         self.batch_options = {
             "batch_size": batch_detections,
             "score_thresh": roi_score_thresh,
@@ -195,10 +222,11 @@ class CTMaskNetClassifier(GeneralizedRCNN):
         options = roi_batch_options(cfg)
         cfg = cfg.clone()
         cfg.defrost()
-        cfg.MODEL.MASK_ON = False
+        cfg.MODEL.MASK_ON = ct.LESION_BURDEN_FEATURES
+        base = super().from_config(cfg)
         return {
-            **super().from_config(cfg),
-            "classifier": build_s_module(ct.BATCH_DETECTIONS, ct.HIDDEN_DIM, ct.NUM_CLASSES),
+            **base,
+            "classifier": _build_s(ct, base["backbone"], base["roi_heads"]),
             "batch_detections": options["batch_size"],
             "roi_score_thresh": options["score_thresh"],
             "roi_nms_thresh": options["nms_thresh"],
@@ -206,7 +234,20 @@ class CTMaskNetClassifier(GeneralizedRCNN):
             "sigmoid_scores": options["sigmoid_scores"],
             "row_features": options["row_features"],
             "train_bn_affine": ct.TRAIN_BN_AFFINE,
+            "roi_head_features": ct.ROI_HEAD_FEATURES,
+            "burden_score_thresh": (
+                ct.BURDEN_SCORE_THRESH if ct.LESION_BURDEN_FEATURES else None
+            ),
+            "global_features": ct.GLOBAL_FEATURES,
         }
+
+    @property
+    def slice_feature_dim(self):
+        """int: length of the slice-feature vector S gets beside the rows (0 in the paper)."""
+        dim = len(BURDEN_FEATURE_NAMES) if self.burden_score_thresh is not None else 0
+        if self.global_features:
+            dim += self.backbone.output_shape()[self.roi_heads.box_in_features[-1]].channels
+        return dim
 
     @property
     def detector(self):
@@ -241,7 +282,8 @@ class CTMaskNetClassifier(GeneralizedRCNN):
         Args:
             batched_inputs (list[dict]): ``"image"`` (C, H, W); ``"class_id"`` (int) for
                 training; optional ``"height"``, ``"width"`` for the output ``roi_boxes``.
-                Inputs may instead carry precomputed ``"roi_rows"`` (B, 5) (see
+                Inputs may instead carry precomputed ``"roi_rows"`` (B, W) and, with a
+                slice-feature option, ``"slice_features"`` (D,) (see
                 :func:`ct_lesion_d2.modeling.meta_arch.roi_batch_cache.compute_roi_batch_records`): the
                 detector is then skipped and only module S runs.
 
@@ -251,15 +293,26 @@ class CTMaskNetClassifier(GeneralizedRCNN):
         """
         if "roi_rows" in batched_inputs[0]:
             rows = torch.stack([x["roi_rows"] for x in batched_inputs]).to(self.device)
-            logits = self.classifier(rows.flatten(1))
+            slice_features = None
+            if "slice_features" in batched_inputs[0]:
+                slice_features = torch.stack([x["slice_features"] for x in batched_inputs])
+            logits = self.classifier(self.s_input(rows, slice_features))
             if self.training:
                 return {"loss_cls_image": self.losses(logits, batched_inputs)}
             return [self._class_outputs(logit) for logit in logits]
-        batches, image_sizes = self.detect_roi_batches(batched_inputs)
-        logits = self.classifier(torch.stack([b.rows for b in batches]).flatten(1))
+        batches, image_sizes, slice_features = self.detect_s_inputs(batched_inputs)
+        rows = torch.stack([b.rows for b in batches])
+        logits = self.classifier(self.s_input(rows, slice_features))
         if self.training:
             return {"loss_cls_image": self.losses(logits, batched_inputs)}
         return self._outputs(logits, batches, batched_inputs, image_sizes)
+
+    def s_input(self, rows, slice_features=None):
+        """The input of module S: the flattened rows (N, B * W), then the slice features."""
+        flat = rows.flatten(1)
+        if slice_features is None:
+            return flat
+        return torch.cat([flat, slice_features.to(flat)], dim=1)
 
     def detect_roi_batches(self, batched_inputs):
         """Run the detector and rank the RoI batch of each image.
@@ -271,13 +324,51 @@ class CTMaskNetClassifier(GeneralizedRCNN):
             tuple[list[RoIBatch], list[tuple[int, int]]]: the batches and the (resized) image
             sizes the detector saw.
         """
+        batches, image_sizes, _ = self.detect_s_inputs(batched_inputs)
+        return batches, image_sizes
+
+    def detect_s_inputs(self, batched_inputs):
+        """One detector pass: the ranked RoI batches and, when configured, the slice features.
+
+        Returns:
+            tuple: the batches, the (resized) image sizes the detector saw, and the (N, D)
+            slice features (None when no slice-feature option is on).
+        """
+        burden = self.burden_score_thresh is not None
         images, features, proposals, _ = detect(self, batched_inputs, roi_heads=False)
-        return self.roi_batches(features, proposals), images.image_sizes
+        candidates = roi_candidates(
+            self.roi_heads, features, proposals, self.sigmoid_scores, head_features=True
+        )
+        rows_from = candidates if self.roi_head_features else candidates[:3]
+        batches = roi_batches_from_candidates(rows_from, proposals, **self.batch_options)
+        slice_features = []
+        if burden:
+            # the RoI heads' inference from the box head output above (not a second RoIAlign)
+            predictions = self.roi_heads.box_predictor(candidates[3])
+            instances, _ = self.roi_heads.box_predictor.inference(predictions, proposals)
+            # masks only for the detections the burden counts
+            instances = [i[i.scores >= self.burden_score_thresh] for i in instances]
+            instances = self.roi_heads.forward_with_given_boxes(features, instances)
+            slice_features.append(torch.stack([
+                lesion_burden(inst, x["image"][:, :h, :w].to(self.device), self.burden_score_thresh)
+                for inst, x, (h, w) in zip(instances, batched_inputs, images.image_sizes)
+            ]))
+        if self.global_features:
+            name = self.roi_heads.box_in_features[-1]
+            stride = self.backbone.output_shape()[name].stride
+            slice_features.append(global_average(features[name], images.image_sizes, stride))
+        slice_features = torch.cat(slice_features, dim=1) if slice_features else None
+        return batches, images.image_sizes, slice_features
 
     def roi_batches(self, features, proposals):
         """The ranked RoI batch of each image (see :func:`ranked_roi_batches`)."""
         return ranked_roi_batches(
-            self.roi_heads, features, proposals, self.sigmoid_scores, **self.batch_options
+            self.roi_heads,
+            features,
+            proposals,
+            self.sigmoid_scores,
+            roi_head_features=self.roi_head_features,
+            **self.batch_options,
         )
 
     def losses(self, logits, batched_inputs):
@@ -317,3 +408,19 @@ class CTMaskNetClassifier(GeneralizedRCNN):
             "class_probs": torch.sigmoid(logit),
             "pred_class": logit.argmax(),
         }
+
+
+def _build_s(ct, backbone, roi_heads):
+    """Module S for a ``MODEL.CT_CLASSIFIER`` config node: the paper's ``build_s_module`` when
+    no slice-feature option is on (wider rows with ``ROI_HEAD_FEATURES``), else
+    :class:`SliceFeatureS`."""
+    row_width = 5 + (roi_heads.box_head.output_shape.channels if ct.ROI_HEAD_FEATURES else 0)
+    slice_dim = len(BURDEN_FEATURE_NAMES) if ct.LESION_BURDEN_FEATURES else 0
+    if ct.GLOBAL_FEATURES:
+        slice_dim += backbone.output_shape()[roi_heads.box_in_features[-1]].channels
+    if not slice_dim:
+        return build_s_module(ct.BATCH_DETECTIONS, ct.HIDDEN_DIM, ct.NUM_CLASSES, row_width)
+    return SliceFeatureS(
+        row_width * ct.BATCH_DETECTIONS, slice_dim, ct.HIDDEN_DIM, ct.SLICE_HIDDEN_DIM,
+        ct.NUM_CLASSES,
+    )

@@ -19,7 +19,8 @@ class RoIBatch(NamedTuple):
     """The B ranked detections of one image.
 
     Attributes:
-        rows (Tensor): (B, 5) ``[confidence, 4 features]``, the input of module S.
+        rows (Tensor): (B, 5) ``[confidence, 4 features]``, the input of module S (B, 5 + E
+            with per-RoI features appended).
         boxes (Tensor): (B, 4) decoded, clipped XYXY boxes (zeros for padding rows).
         scores (Tensor): (B,) confidences, non-increasing (zeros for padding rows).
         num_detections (int): distinct detections before replication or padding.
@@ -81,7 +82,7 @@ def rank_candidates(scores, boxes, labels, *, score_thresh, nms_thresh, remove_e
     return keep[batched_nms(boxes[keep], scores[keep], labels[keep], nms_thresh)]
 
 
-def build_roi_batch(scores, boxes, deltas, image_size, **options):
+def build_roi_batch(scores, boxes, deltas, image_size, roi_features=None, **options):
     """The B ranked rows of one image; candidates are all (RoI, foreground class) pairs.
 
     Survivors of :func:`rank_candidates` beyond B are dropped; fewer than B are replicated in
@@ -93,6 +94,8 @@ def build_roi_batch(scores, boxes, deltas, image_size, **options):
         boxes (Tensor): (R, K, 4) decoded XYXY boxes, in the coordinates of ``image_size``.
         deltas (Tensor): (R, K, 4) raw box-regression outputs.
         image_size (tuple[int, int]): (height, width) of the image the boxes refer to.
+        roi_features (Tensor or None): (R, E) per-RoI numbers appended to each row (the box
+            head's features, ``MODEL.CT_CLASSIFIER.ROI_HEAD_FEATURES``): rows are then 5 + E.
         **options: keyword-only ``batch_size`` (int), ``score_thresh`` (float), ``nms_thresh``
             (float), ``remove_empty_boxes`` (bool) and ``row_features`` ("deltas" or "boxes").
 
@@ -103,6 +106,7 @@ def build_roi_batch(scores, boxes, deltas, image_size, **options):
     if row_features not in ROW_FEATURES:
         raise ValueError(f"MODEL.CT_CLASSIFIER.ROW_FEATURES must be one of {ROW_FEATURES}")
     height, width = image_size
+    num_classes = scores.shape[1]
     limits = boxes.new_tensor([width, height, width, height])
     scores, boxes, deltas, labels = _flatten_candidates(scores, boxes, deltas, limits)
     keep = rank_candidates(
@@ -120,6 +124,9 @@ def build_roi_batch(scores, boxes, deltas, image_size, **options):
 
     features = deltas if row_features == "deltas" else boxes / limits
     rows = torch.cat([scores[:, None], features], dim=1)
+    if roi_features is not None:
+        # candidate r * K + k is RoI r for class k
+        rows = torch.cat([rows, roi_features.repeat_interleave(num_classes, dim=0)], dim=1)
     pad = batch_size - len(keep)
     return RoIBatch(
         rows=_pad(rows[keep], pad),

@@ -7,10 +7,15 @@ image; the records then replace the images in the training loader
 (``MODEL.CT_CLASSIFIER.CACHE_ROI_BATCHES``) and each iteration costs one pass through S.
 
 The rows are computed by the trainer's own model, with the weights it trains from, the first
-time the loader is read (:class:`RoIBatchCache`): no second model is built.
+time the loader is read (:class:`RoIBatchCache`): no second model is built. The cache holds the
+slice features of the classifier's options too, and with ``CACHE_AUGMENTED_VIEWS`` N it holds
+N augmented views of each slice (the training mapper's flips, rotations and intensity changes,
+:class:`AugmentedViews`) beside the unaugmented one.
 """
 import logging
+import zlib
 
+import numpy as np
 import torch
 from detectron2.data import get_detection_dataset_dicts
 from detectron2.utils import comm
@@ -21,6 +26,7 @@ from ...data.build import build_resumable_train_loader
 from ...data.mappers import ClassificationDatasetMapper
 
 __all__ = [
+    "AugmentedViews",
     "RoIBatchCache",
     "bind_roi_batch_cache",
     "build_roi_batch_cache_loader",
@@ -45,8 +51,9 @@ def compute_roi_batch_records(model, dataset_dicts, mapper, batch_size=8):
         batch_size (int): images per detector forward.
 
     Returns:
-        list[dict]: one per record, in the order of ``dataset_dicts``, with ``roi_rows`` (B, 5)
-        float32 CPU tensor, ``class_id``, ``file_name`` and ``image_id``.
+        list[dict]: one per record, in the order of ``dataset_dicts``, with ``roi_rows`` (B, W)
+        float32 CPU tensor, ``slice_features`` (D,) when the model has a slice-feature option,
+        ``class_id``, ``file_name`` and ``image_id``.
     """
     rank, world_size = comm.get_rank(), comm.get_world_size()
     indices = list(range(rank, len(dataset_dicts), world_size))
@@ -60,14 +67,16 @@ def compute_roi_batch_records(model, dataset_dicts, mapper, batch_size=8):
             for start in range(0, len(indices), batch_size):
                 chunk = indices[start : start + batch_size]
                 inputs = [mapper(dataset_dicts[i]) for i in chunk]
-                batches, _ = model.detect_roi_batches(inputs)
-                for i, x, batch in zip(chunk, inputs, batches):
+                batches, _, slice_features = model.detect_s_inputs(inputs)
+                for j, (i, x, batch) in enumerate(zip(chunk, inputs, batches)):
                     computed[i] = {
                         "roi_rows": batch.rows.float().cpu(),
                         "class_id": x["class_id"],
                         "file_name": x["file_name"],
                         "image_id": x["image_id"],
                     }
+                    if slice_features is not None:
+                        computed[i]["slice_features"] = slice_features[j].float().cpu()
                 progress.update(len(chunk))
     finally:
         model.train(was_training)
@@ -121,6 +130,37 @@ class RoIBatchCache:
         return self._records[record["roi_cache_index"]]
 
 
+class AugmentedViews:
+    """The mapper of a cache with augmented views: view 0 of a record is the inference mapper's
+    input, views 1..N the training mapper's, each drawn with its own seed.
+
+    The seed of a view depends only on (seed, file name, view), so the cache is the same
+    whatever the order it is computed in; the global NumPy state is restored after each draw.
+    """
+
+    def __init__(self, inference_mapper, training_mapper, seed):
+        self.inference_mapper = inference_mapper
+        self.training_mapper = training_mapper
+        self.seed = seed
+
+    @staticmethod
+    def expand(dataset_dicts, num_views):
+        """Each record once unaugmented (``roi_cache_view`` 0), then ``num_views`` times more."""
+        return [dict(d, roi_cache_view=v) for v in range(num_views + 1) for d in dataset_dicts]
+
+    def __call__(self, record):
+        view = record.get("roi_cache_view", 0)
+        if view == 0:
+            return dict(self.inference_mapper(record), roi_cache_view=0)
+        key = f"{self.seed}:{record['file_name']}:{view}".encode()
+        state = np.random.get_state()
+        np.random.seed(zlib.crc32(key))
+        try:
+            return dict(self.training_mapper(record), roi_cache_view=view)
+        finally:
+            np.random.set_state(state)
+
+
 def build_roi_batch_cache_loader(cfg):
     """Training loader of precomputed ranked RoI batches (``CACHE_ROI_BATCHES``).
 
@@ -135,16 +175,19 @@ def build_roi_batch_cache_loader(cfg):
             "MODEL.CT_CLASSIFIER.CACHE_ROI_BATCHES needs MODEL.CT_CLASSIFIER.TRAIN_BN_AFFINE "
             "False: while the backbone BatchNorm parameters train, the RoI batches change"
         )
-    if cfg.INPUT.RANDOM_FLIP != "none":
+    views = cfg.MODEL.CT_CLASSIFIER.CACHE_AUGMENTED_VIEWS
+    if cfg.INPUT.RANDOM_FLIP != "none" and not views:
         logger.warning(
             "CACHE_ROI_BATCHES: the RoI batches are computed once without augmentation, "
             "so INPUT.RANDOM_FLIP=%s is not applied",
             cfg.INPUT.RANDOM_FLIP,
         )
     dataset_dicts = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=False)
-    cache = RoIBatchCache(
-        dataset_dicts, ClassificationDatasetMapper(cfg, False), cfg.SOLVER.IMS_PER_BATCH
-    )
+    mapper = ClassificationDatasetMapper(cfg, False)
+    if views:
+        augmented = AugmentedViews(mapper, ClassificationDatasetMapper(cfg, True), max(cfg.SEED, 0))
+        dataset_dicts, mapper = augmented.expand(dataset_dicts, views), augmented
+    cache = RoIBatchCache(dataset_dicts, mapper, cfg.SOLVER.IMS_PER_BATCH)
     loader = build_resumable_train_loader(
         cfg, mapper=cache, dataset=cache.loader_records(), aspect_ratio_grouping=False,
         num_workers=0,

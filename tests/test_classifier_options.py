@@ -1,0 +1,202 @@
+"""The classifier options beyond the paper (MODEL.CT_CLASSIFIER): RoI head features, lesion
+burden, global features and augmented views in the RoI cache; and the paper's S left as it was."""
+import pytest
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.modeling import build_model
+
+from ct_lesion_d2.data.datasets import register_ct_classification
+from ct_lesion_d2.data.synthetic import generate_synthetic_slices
+from ct_lesion_d2.engine import CTLesionTrainer
+from ct_lesion_d2.export import ExportedClassifier, ExportError, compare_classification
+from ct_lesion_d2.export import export_classifier
+from ct_lesion_d2.model_zoo import S_MODULE_REFERENCE, get_config
+from ct_lesion_d2.modeling.meta_arch.slice_features import (
+    BURDEN_FEATURE_NAMES,
+    SliceFeatureS,
+    crude_lung_mask,
+    global_average,
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+NAME = "ct_lesion_test_cls_options"
+CLASSES = ["Control", "Common Pneumonia", "COVID-19"]
+SMALL = ["INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "128", "INPUT.MIN_SIZE_TEST",
+         "128", "INPUT.MAX_SIZE_TEST", "128", "MODEL.RPN.POST_NMS_TOPK_TEST", "300",
+         "MODEL.DEVICE", "cpu", "DATALOADER.NUM_WORKERS", "0", "SOLVER.BASE_LR", "0.001",
+         "MODEL.CT_CLASSIFIER.TRAIN_BN_AFFINE", "False", "SOLVER.IMS_PER_BATCH", "3",
+         "SOLVER.MAX_ITER", "2", "SOLVER.CHECKPOINT_PERIOD", "100", "DATASETS.TEST", "()"]
+# a random detector scores near 0.5: keep its detections so that the burden sees lesions
+BURDEN = ["MODEL.CT_CLASSIFIER.LESION_BURDEN_FEATURES", "True",
+          "MODEL.CT_CLASSIFIER.BURDEN_SCORE_THRESH", "0.3", "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+          "0.0", "TEST.DETECTIONS_PER_IMAGE", "32"]
+OPTIONS = {
+    "roi_head": ["MODEL.CT_CLASSIFIER.ROI_HEAD_FEATURES", "True"],
+    "burden": BURDEN,
+    "global": ["MODEL.CT_CLASSIFIER.GLOBAL_FEATURES", "True"],
+    "all_with_views": BURDEN + [
+        "MODEL.CT_CLASSIFIER.ROI_HEAD_FEATURES", "True", "MODEL.CT_CLASSIFIER.GLOBAL_FEATURES",
+        "True", "MODEL.CT_CLASSIFIER.CACHE_AUGMENTED_VIEWS", "1", "INPUT.RANDOM_FLIP",
+        "horizontal", "INPUT.CT_AUGMENTATION.ROTATION", "10.0",
+        "INPUT.CT_AUGMENTATION.CONTRAST", "0.3",
+    ],
+}
+# (rows width, slice features) per option, B = 128 and the R18_T1 box head's 128 features
+LAYOUT = {"roi_head": (133, 0), "burden": (5, 10), "global": (5, 256), "all_with_views": (133, 266)}
+
+
+@pytest.fixture
+def synthetic_classes(tmp_path):
+    slices = generate_synthetic_slices(str(tmp_path / "slices"), 6, size=128, progress=False)
+    records = [
+        {"file_name": str(tmp_path / "slices" / r["file_name"]), "image_id": i,
+         "class_id": r["class_id"]}
+        for i, r in enumerate(slices)
+    ]
+    register_ct_classification(NAME, lambda: records, CLASSES)
+    yield records
+    DatasetCatalog.remove(NAME)
+    MetadataCatalog.remove(NAME)
+
+
+@pytest.fixture(scope="module")
+def segmenter_path(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("segmenter")
+    torch.manual_seed(0)
+    segmenter = build_model(get_config("mask_rcnn_R18_T1", ["MODEL.DEVICE", "cpu"]))
+    DetectionCheckpointer(segmenter, save_dir=str(folder)).save("segmenter")
+    return str(folder / "segmenter.pth")
+
+
+def options_cfg(tmp_path, segmenter_path, option, cached=True):
+    return get_config("classifier_R18_T1", SMALL + OPTIONS[option] + [
+        "MODEL.CT_CLASSIFIER.SEGMENTATION_WEIGHTS", segmenter_path,
+        "MODEL.CT_CLASSIFIER.CACHE_ROI_BATCHES", str(cached),
+        "DATASETS.TRAIN", f"('{NAME}',)", "OUTPUT_DIR", str(tmp_path / f"out_{cached}"),
+    ])
+
+
+@pytest.mark.parametrize("option", list(OPTIONS))
+def test_option_gives_the_same_s_inputs_cached_and_uncached_and_trains(
+    option, synthetic_classes, segmenter_path, tmp_path
+):
+    trainer = CTLesionTrainer(options_cfg(tmp_path, segmenter_path, option))
+    trainer.resume_or_load(resume=False)
+    next(iter(trainer.data_loader))  # computes the cache
+    cache = trainer.data_loader.roi_batch_cache
+    model = trainer.model
+    row_width, slice_dim = LAYOUT[option]
+    views = 2 if option == "all_with_views" else 1
+    assert len(cache._records) == views * len(synthetic_classes)
+    assert model.slice_feature_dim == slice_dim
+    # the uncached path on the same inputs (augmented views through the cache's own mapper)
+    chosen = [0, 1, len(cache._records) - 1]
+    inputs = [cache.mapper(cache.dataset_dicts[i]) for i in chosen]
+    seen = []
+    handle = model.classifier.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    model.train()
+    loss_uncached = model(inputs)["loss_cls_image"]
+    cached = [cache._records[i] for i in chosen]
+    loss_cached = model(cached)["loss_cls_image"]
+    handle.remove()
+    assert seen[0].shape == (3, 128 * row_width + slice_dim)
+    assert torch.allclose(seen[0], seen[1], atol=1e-5)
+    assert torch.allclose(loss_cached, loss_uncached, atol=1e-6)
+    if slice_dim:
+        assert cached[0]["slice_features"].shape == (slice_dim,)
+    if option == "burden":
+        burden = seen[0][:, -slice_dim:]
+        assert (burden[:, BURDEN_FEATURE_NAMES.index("log1p_num_lesions")] > 0).all()
+    trainer.train()
+    assert trainer.iter == 2 and torch.isfinite(loss_cached)
+    # and uncached training of the same option
+    uncached = CTLesionTrainer(options_cfg(tmp_path, segmenter_path, option, cached=False))
+    uncached.resume_or_load(resume=False)
+    uncached.train()
+    assert uncached.iter == 2
+
+
+def test_augmented_views_are_reproducible_and_differ(synthetic_classes, segmenter_path, tmp_path):
+    cfg = options_cfg(tmp_path, segmenter_path, "all_with_views")
+    cfg.MODEL.CT_CLASSIFIER.CACHE_AUGMENTED_VIEWS = 2
+    loader = CTLesionTrainer.build_train_loader(cfg)
+    cache = loader.roi_batch_cache
+    n = len(synthetic_classes)
+    assert len(cache.dataset_dicts) == 3 * n
+    plain = cache.mapper(cache.dataset_dicts[0])["image"]
+    first, again = (cache.mapper(cache.dataset_dicts[n])["image"] for _ in range(2))
+    assert torch.equal(first, again)
+    assert not torch.equal(first, plain)
+    assert not torch.equal(first, cache.mapper(cache.dataset_dicts[2 * n])["image"])
+
+
+def test_paper_s_and_its_input_are_unchanged():
+    torch.manual_seed(0)
+    model = build_model(get_config("classifier_R18_T1", SMALL[:12])).eval()
+    assert isinstance(model.classifier, torch.nn.Sequential)
+    assert sum(p.numel() for p in model.classifier.parameters()) == S_MODULE_REFERENCE
+    assert model.slice_feature_dim == 0 and not model.roi_heads.mask_on
+    assert not any(k.startswith("roi_heads.mask") for k in model.state_dict())
+    image = torch.rand(3, 128, 160) * 255
+    seen = []
+    handle = model.classifier.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    with torch.no_grad():
+        model([{"image": image}])
+        batches, _ = model.detect_roi_batches([{"image": image}])
+    handle.remove()
+    assert batches[0].rows.shape == (128, 5)
+    assert torch.equal(seen[0], batches[0].rows.reshape(1, -1))
+
+
+def test_slice_feature_s_and_pooling():
+    s_module = SliceFeatureS(10, 3, 8, 4, 2)
+    assert s_module(torch.zeros(5, 13)).shape == (5, 2)
+    feature = torch.zeros(2, 1, 4, 4)
+    feature[1, :, :2, :2] = 1.0
+    feature[1, :, 2:, :] = 7.0  # padding of the second image
+    pooled = global_average(feature, [(64, 64), (30, 25)], 16)
+    assert pooled[0, 0] == 0.0 and pooled[1, 0] == 1.0
+
+
+def test_crude_lung_mask_finds_dark_lungs_inside_a_bright_body():
+    grey = torch.zeros(100, 100, dtype=torch.uint8).numpy()
+    grey[10:90, 10:90] = 200  # body
+    grey[30:70, 20:45] = 40  # a lung
+    lung = crude_lung_mask(grey)
+    assert lung[50, 30] and not lung[5, 5] and not lung[50, 80]
+    assert lung.sum() == 40 * 25
+
+
+def test_export_carries_roi_head_features_and_refuses_slice_features(tmp_path):
+    opts = SMALL[:12] + ["MODEL.CT_CLASSIFIER.BATCH_DETECTIONS", "16",
+                         "MODEL.CT_CLASSIFIER.ROI_HEAD_FEATURES", "True"]
+    torch.manual_seed(0)
+    model = build_model(get_config("classifier_R18_T1", opts)).eval()
+    image = torch.rand(3, 120, 150) * 255
+    export_classifier(model, image, "torchscript", str(tmp_path / "cls"))
+    exported = ExportedClassifier(str(tmp_path / "cls"), "torchscript")
+    with torch.no_grad():
+        reference = model([{"image": image}])[0]
+    result = compare_classification(reference, exported([{"image": image}])[0])
+    assert result["ok"], result
+    for key, extra in (("LESION_BURDEN_FEATURES", BURDEN), ("GLOBAL_FEATURES", OPTIONS["global"])):
+        other = build_model(get_config("classifier_R18_T1", opts + extra)).eval()
+        with pytest.raises(ExportError, match=f"MODEL.CT_CLASSIFIER.{key}"):
+            export_classifier(other, image, "torchscript", str(tmp_path / key))
+
+
+@pytest.mark.parametrize("name", ["classifier_R18_T1_ucsd_realct_cpu.yaml",
+                                  "classifier_R18_T1_ucsd_realct_features_cpu.yaml"])
+def test_realct_classifiers_take_every_key_of_their_segmenter(name):
+    cfg = get_config(name, ["MODEL.DEVICE", "cpu"])
+    twin = get_config("mask_rcnn_R18_T1_FPN1_realct_cpu.yaml", ["MODEL.DEVICE", "cpu"])
+    for key in ("RESNETS", "CT_BACKBONE", "FPN", "ANCHOR_GENERATOR", "RPN", "ROI_BOX_HEAD"):
+        assert cfg.MODEL[key] == twin.MODEL[key], key
+    for key in ("NMS_THRESH_TEST", "SCORE_THRESH_TEST", "IN_FEATURES"):
+        assert cfg.MODEL.ROI_HEADS[key] == twin.MODEL.ROI_HEADS[key], key
+    classifier = build_model(cfg).state_dict()
+    segmenter = build_model(twin).state_dict()
+    detector = [k for k in classifier if not k.startswith("classifier.")]
+    assert all(classifier[k].shape == segmenter[k].shape for k in detector)
+    assert cfg.MODEL.CT_CLASSIFIER.CACHE_ROI_BATCHES and not cfg.MODEL.CT_CLASSIFIER.TRAIN_BN_AFFINE
