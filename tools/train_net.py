@@ -95,10 +95,12 @@ def check_output_dir(args):
             os.remove(path)
         print(f"--overwrite: removed {len(found)} checkpoint files from {output_dir}")
     elif found:
+        names = [os.path.basename(p) for p in found]
+        first = "model_final.pth" if "model_final.pth" in names else names[0]
+        more = f" and {len(names) - 1} more" if len(names) > 1 else ""
         raise SystemExit(
-            f"error: OUTPUT_DIR {output_dir} holds checkpoints ({os.path.basename(found[0])}"
-            f"{f' and {len(found) - 1} more' if len(found) > 1 else ''}): pass --resume to "
-            "continue that run, --overwrite to replace it, or another OUTPUT_DIR"
+            f"error: OUTPUT_DIR {output_dir} holds checkpoints ({first}{more}): pass --resume "
+            "to continue that run, --overwrite to replace it, or another OUTPUT_DIR"
         )
 
 
