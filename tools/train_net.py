@@ -108,7 +108,7 @@ def parse_args(argv=None):
     parser = default_argument_parser()
     parser.add_argument(
         "--overwrite", action="store_true",
-        help="train from scratch into an OUTPUT_DIR that holds checkpoints (they are deleted first)",
+        help="train from scratch into an OUTPUT_DIR holding checkpoints (deleted first)",
     )
     return parser.parse_args(argv)
 

@@ -52,7 +52,8 @@ class _AtomicFile:
         self.path = path
         folder = os.path.dirname(os.path.abspath(path))
         os.makedirs(folder, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(dir=folder, prefix=f"{_TMP_PREFIX}{os.path.basename(path)}.")
+        prefix = f"{_TMP_PREFIX}{os.path.basename(path)}."
+        fd, self.tmp = tempfile.mkstemp(dir=folder, prefix=prefix)
         os.close(fd)
         self.file = open(self.tmp, mode)
 
