@@ -224,11 +224,12 @@ def test_training_again_into_a_finished_run_needs_resume_or_overwrite(
     before = md5(final)
     result = train(datasets_root, output_dir)
     assert result.returncode == 1
-    lines = result.stderr.strip().splitlines()
-    assert lines == [
+    # one line at the end (library warnings from the imports may come before it), no traceback
+    assert result.stderr.strip().splitlines()[-1] == (
         f"error: OUTPUT_DIR {output_dir} holds checkpoints (model_final.pth and 4 more): pass "
         "--resume to continue that run, --overwrite to replace it, or another OUTPUT_DIR"
-    ]
+    )
+    assert "Traceback" not in result.stderr
     assert md5(final) == before
     # --overwrite removes the old checkpoints and trains from scratch to the same weights
     os.remove(output_dir / "model_0000003.pth")
