@@ -141,7 +141,7 @@ def test_checkpoints_hold_the_optimizer_in_one_layout(tmp_path):
         trainer = CTLesionTrainer(cfg)
         state = trainer.state_dict()
         assert "optimizer" in state["_trainer"]
-        # a momentum buffer written into the saved state comes back through load_state_dict
+        # what the saved optimizer state holds comes back through load_state_dict
         group = state["_trainer"]["optimizer"]["param_groups"][0]
         group["lr"] = 0.123
         trainer.load_state_dict(state)
