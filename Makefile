@@ -1,7 +1,8 @@
 # The README's first two commands: `make demo` and `make test`. Both create the shared
-# environment when it is missing and reuse it when it is current (tools/setup_env.sh).
+# environment when it is missing and reuse it when it is current (tools/setup_env.sh); .venv
+# puts this checkout on sys.path itself, so no PYTHONPATH is needed.
 SHELL := /bin/bash
-PY := PYTHONPATH=$(CURDIR) $(CURDIR)/.venv/bin/python
+PY := $(CURDIR)/.venv/bin/python
 DEMO_DIR ?= output/demo-$(shell date +%Y%m%d-%H%M%S)
 
 .PHONY: env demo test count-params benchmark clean-demo

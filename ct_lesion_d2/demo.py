@@ -86,7 +86,7 @@ def train_classifier(segmentation_cfg, output, max_iter):
     )
     with open(metrics_file) as f:
         saved = json.load(f)
-    return trainer._last_eval_results["classification"], saved["confusion_matrix"]
+    return trainer.eval_results()["classification"], saved["confusion_matrix"]
 
 
 def print_confusion_matrix(matrix, class_names):
@@ -115,7 +115,7 @@ def main(argv=None):
     trainer = CTLesionTrainer(cfg)
     trainer.resume_or_load(resume=False)
     trainer.train()
-    results = trainer._last_eval_results  # set by DefaultTrainer's final EvalHook
+    results = trainer.eval_results()  # those of the final evaluation (EvalHook)
     cfg.MODEL.WEIGHTS = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
     records = DatasetCatalog.get("ct_lesion_demo_val")[:4]
     panels = os.path.join(args.output, "panels")

@@ -17,11 +17,12 @@ import signal
 import sys
 
 import torch
+from fvcore.common.checkpoint import Checkpointer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from ct_lesion_d2.engine import AtomicDetectionCheckpointer, CTLesionTrainer  # noqa: E402
+from ct_lesion_d2.engine import CTLesionTrainer  # noqa: E402
 
 
 def _kill():
@@ -60,14 +61,15 @@ def _during_checkpoint_write(name):
 
 
 def _before_tag(name):
-    tag = AtomicDetectionCheckpointer.tag_last_checkpoint
+    # fvcore's Checkpointer.save calls tag_last_checkpoint once the .pth file is complete.
+    tag = Checkpointer.tag_last_checkpoint
 
     def patched(self, basename):
         if basename == f"{name}.pth":
             _kill()
         return tag(self, basename)
 
-    AtomicDetectionCheckpointer.tag_last_checkpoint = patched
+    Checkpointer.tag_last_checkpoint = patched
 
 
 def _during_evaluation(n):

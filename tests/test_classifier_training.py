@@ -65,7 +65,7 @@ def test_classifier_trains_and_evaluates(synthetic_classes, segmenter_path, tmp_
     saved = torch.load(segmenter_path)["model"]["roi_heads.box_head.fc1.weight"]
     assert torch.equal(detector_weight, saved)
     trainer.train()
-    metrics = trainer._last_eval_results["classification"]
+    metrics = trainer.eval_results()["classification"]
     assert 0.0 <= metrics["accuracy"] <= 100.0
     assert set(f"sensitivity/{c}" for c in CLASSES) <= set(metrics)
     out = tmp_path / "out" / "inference" / NAME
@@ -122,7 +122,7 @@ def test_cached_mode_trains_only_module_s(synthetic_classes, segmenter_path, tmp
     after = model.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(k.startswith("classifier.") for k in changed)
-    assert "accuracy" in trainer._last_eval_results["classification"]
+    assert "accuracy" in trainer.eval_results()["classification"]
 
 
 def test_cache_refuses_trainable_batchnorm(tmp_path):

@@ -9,6 +9,7 @@ the reference run and in the runs that test evaluation; the others skip evaluati
 not change the weights.
 """
 import glob
+import hashlib
 import json
 import os
 import shutil
@@ -51,13 +52,15 @@ def datasets_root(tmp_path_factory):
     return str(root)
 
 
-def train(datasets_root, output_dir, *, resume=False, fault=None, wait=True, evaluate=False):
+def train(datasets_root, output_dir, *, resume=False, fault=None, wait=True, evaluate=False,
+          args=()):
     """Run train_net.py (through the fault driver); returns the CompletedProcess or Popen."""
     env = dict(os.environ, PYTHONPATH=REPO, DETECTRON2_DATASETS=datasets_root)
     env.pop("CT_LESION_FAULT", None)
     if fault:
         env["CT_LESION_FAULT"] = fault
     cmd = [sys.executable, DRIVER, "--config-file", CONFIG] + (["--resume"] if resume else [])
+    cmd += list(args)
     cmd += OPTS + ([] if evaluate else NO_EVAL) + ["OUTPUT_DIR", str(output_dir)]
     if not wait:
         return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -205,3 +208,32 @@ def test_kill_at_an_arbitrary_moment(datasets_root, reference, tmp_path):
     process.send_signal(signal.SIGKILL)
     process.communicate()
     resume_ok(datasets_root, tmp_path, reference[1])
+
+
+def md5(path):
+    with open(path, "rb") as f:
+        return hashlib.md5(f.read()).hexdigest()
+
+
+def test_training_again_into_a_finished_run_needs_resume_or_overwrite(
+    datasets_root, reference, tmp_path
+):
+    output_dir = tmp_path / "run"
+    shutil.copytree(reference[0], output_dir)
+    final = output_dir / "model_final.pth"
+    before = md5(final)
+    result = train(datasets_root, output_dir)
+    assert result.returncode == 1
+    # one line at the end (library warnings from the imports may come before it), no traceback
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: OUTPUT_DIR {output_dir} holds checkpoints (model_final.pth and 4 more): pass "
+        "--resume to continue that run, --overwrite to replace it, or another OUTPUT_DIR"
+    )
+    assert "Traceback" not in result.stderr
+    assert md5(final) == before
+    # --overwrite removes the old checkpoints and trains from scratch to the same weights
+    os.remove(output_dir / "model_0000003.pth")
+    result = train(datasets_root, output_dir, args=["--overwrite"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "--overwrite: removed 4 checkpoint files" in result.stdout
+    assert_same_weights(str(final), reference[1])

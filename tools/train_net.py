@@ -3,10 +3,17 @@
 
     python tools/train_net.py --config-file configs/mask_rcnn_R18_T1_FPN1_lesion.yaml
     python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/.../model_final.pth
+    python tools/train_net.py --config-file ... --num-gpus 2     # 2 processes (GPUs, or CPU)
 
-Runs on CUDA where there is a GPU and on the CPU everywhere else; several GPUs or machines go
-through Detectron2's ``launch`` (``--num-gpus``, ``--num-machines``).
+Runs on CUDA where there is a GPU and on the CPU everywhere else. Several processes or machines
+go through Detectron2's ``launch`` (``--num-gpus``, ``--num-machines``, ``--machine-rank``,
+``--dist-url``); on a machine without CUDA, ``--num-gpus N`` starts N CPU processes (GLOO), which
+needs the official Detectron2. An ``OUTPUT_DIR`` that holds checkpoints is continued with
+``--resume`` or replaced with ``--overwrite``, never silently.
 """
+import glob
+import os
+
 import torch
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup, launch
@@ -22,6 +29,7 @@ from ct_lesion_d2.engine import (
     match_num_classes,
     resolve_device,
 )
+from ct_lesion_d2.utils import compat
 
 
 def setup(args):
@@ -53,18 +61,62 @@ def main(args):
     return trainer.train()
 
 
-def check_gpus(args):
+def check_launch(args):
     """Detectron2 0.6's ``launch`` asserts CUDA for more than one process: say it plainly."""
-    if args.num_gpus > 1 and torch.cuda.device_count() < args.num_gpus:
+    world_size = args.num_gpus * args.num_machines
+    if world_size > 1 and not torch.cuda.is_available() and not compat.LAUNCH_ON_CPU:
         raise SystemExit(
-            f"--num-gpus {args.num_gpus} needs {args.num_gpus} CUDA devices; this machine has "
-            f"{torch.cuda.device_count()}. On the CPU, train with --num-gpus 1."
+            f"error: {world_size} processes without CUDA need the official Detectron2 "
+            f"(this is {compat.detectron2_build()}); see the README's set-up, or use --num-gpus 1"
         )
 
 
+def output_dir_of(args):
+    """OUTPUT_DIR as the config and the overrides give it, read before any process starts."""
+    cfg = get_cfg()
+    add_ct_lesion_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    return cfg.OUTPUT_DIR
+
+
+def check_output_dir(args):
+    """Refuse to train into an OUTPUT_DIR holding checkpoints without --resume; with
+    --overwrite, delete them (and the data order record) first, so that a later --resume cannot
+    pick up the old run."""
+    if args.eval_only or args.resume or args.machine_rank != 0:
+        return
+    output_dir = output_dir_of(args)
+    found = sorted(glob.glob(os.path.join(output_dir, "*.pth")))
+    found += [p for p in [os.path.join(output_dir, "last_checkpoint")] if os.path.exists(p)]
+    if found and args.overwrite:
+        record = os.path.join(output_dir, "data_order.json")
+        for path in found + ([record] if os.path.exists(record) else []):
+            os.remove(path)
+        print(f"--overwrite: removed {len(found)} checkpoint files from {output_dir}")
+    elif found:
+        names = [os.path.basename(p) for p in found]
+        first = "model_final.pth" if "model_final.pth" in names else names[0]
+        more = f" and {len(names) - 1} more" if len(names) > 1 else ""
+        raise SystemExit(
+            f"error: OUTPUT_DIR {output_dir} holds checkpoints ({first}{more}): pass --resume "
+            "to continue that run, --overwrite to replace it, or another OUTPUT_DIR"
+        )
+
+
+def parse_args(argv=None):
+    parser = default_argument_parser()
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="train from scratch into an OUTPUT_DIR holding checkpoints (deleted first)",
+    )
+    return parser.parse_args(argv)
+
+
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
-    check_gpus(args)
+    args = parse_args()
+    check_launch(args)
+    check_output_dir(args)
     print("Command Line Args:", args)
     launch(
         main,

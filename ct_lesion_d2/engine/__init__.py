@@ -1,9 +1,9 @@
 from ..config import resolve_device
 from .checkpoint import AtomicDetectionCheckpointer, IncompleteCheckpointError
+from .hooks import NonFiniteLossError
 from .predictor import CTLesionPredictor, SlicePrediction, build_predict_config
 from .trainer import (
     CTLesionTrainer,
-    NonFiniteLossError,
     is_classifier,
     match_num_classes,
 )

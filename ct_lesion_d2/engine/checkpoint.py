@@ -1,21 +1,23 @@
 """Checkpoints that survive a kill at any moment.
 
-Detectron2's ``DetectionCheckpointer`` writes ``model_*.pth`` and ``last_checkpoint`` in place,
-so a run killed while saving leaves a truncated file that ``--resume`` then fails on (or a
-``last_checkpoint`` naming it). Here each file is written to a temporary name in the same
-folder, flushed to disk and renamed over the final name, so a checkpoint is either complete or
-absent; and a resume skips a missing or unreadable file for the newest one that loads, saying so
-in the log.
+Detectron2's ``DetectionCheckpointer`` (fvcore's ``Checkpointer.save`` and
+``tag_last_checkpoint``) writes ``model_*.pth`` and ``last_checkpoint`` in place, so a run killed
+while saving leaves a truncated file that ``--resume`` then fails on (or a ``last_checkpoint``
+naming it). Here the checkpointer's ``path_manager`` is an :class:`AtomicPathManager`: each file
+opened for writing is a temporary file in the same folder, flushed to disk and renamed over the
+final name when it is closed, so a checkpoint is either complete or absent, and fvcore's ``save``
+(the ``.pth`` first, then ``last_checkpoint``) is used unchanged. A resume skips a missing or
+unreadable file for the newest one that loads, saying so in the log.
 """
 import glob
 import logging
 import os
 import re
+import tempfile
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-
-from ..data.io import atomic_write
+from detectron2.utils import comm
 
 logger = logging.getLogger(__name__)
 
@@ -28,9 +30,81 @@ class IncompleteCheckpointError(RuntimeError):
     """A checkpoint file is missing, truncated or not a checkpoint."""
 
 
+def _fsync_folder(folder):
+    # A rename is durable once the folder entry is on disk; not every OS lets a folder be synced.
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class _AtomicFile:
+    """A file written under ``.tmp-<name>.*`` and renamed onto ``path`` when the ``with`` block
+    ends without an exception (removed when it ends with one)."""
+
+    def __init__(self, path, mode):
+        self.path = path
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        prefix = f"{_TMP_PREFIX}{os.path.basename(path)}."
+        fd, self.tmp = tempfile.mkstemp(dir=folder, prefix=prefix)
+        os.close(fd)
+        self.file = open(self.tmp, mode)
+
+    def __enter__(self):
+        return self.file
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            if exc_type is None:
+                self.file.flush()
+                os.fsync(self.file.fileno())
+        finally:
+            self.file.close()
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+            _fsync_folder(os.path.dirname(os.path.abspath(self.path)))
+        elif os.path.exists(self.tmp):
+            os.remove(self.tmp)
+        return False
+
+
+class AtomicPathManager:
+    """An iopath ``PathManager`` whose writes to local files are atomic (:class:`_AtomicFile`);
+    every other call goes to ``base``.
+
+    Args:
+        base: the path manager to wrap (a checkpointer's ``path_manager``).
+    """
+
+    def __init__(self, base):
+        self.base = base
+
+    def open(self, path, mode="r", **kwargs):
+        if "://" not in path and any(c in mode for c in "wax+"):
+            return _AtomicFile(path, mode)
+        return self.base.open(path, mode, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.base, name)
+
+
+def make_atomic(checkpointer):
+    """Give ``checkpointer`` (fvcore ``Checkpointer``) atomic writes through its public
+    ``path_manager``; returns it."""
+    if not isinstance(checkpointer.path_manager, AtomicPathManager):
+        checkpointer.path_manager = AtomicPathManager(checkpointer.path_manager)
+    return checkpointer
+
+
 def remove_stale_temporaries(folder):
-    """Delete ``.tmp-*`` files that a killed save (``atomic_write``) left in ``folder``; returns
-    their paths."""
+    """Delete ``.tmp-*`` files that a killed save left in ``folder``; returns their paths."""
     stale = sorted(glob.glob(os.path.join(folder, _TMP_PREFIX + "*")))
     for path in stale:
         logger.warning("Removing %s, left by a save that was interrupted", path)
@@ -38,122 +112,108 @@ def remove_stale_temporaries(folder):
     return stale
 
 
-class AtomicDetectionCheckpointer(DetectionCheckpointer):
-    """``DetectionCheckpointer`` with atomic saves and a resume that skips incomplete files.
+def resume_candidates(checkpointer):
+    """Checkpoints to resume from, in order: the file ``last_checkpoint`` names, then
+    ``model_final.pth`` and the periodic ``model_NNNNNNN.pth``, newest iteration first.
 
-    ``save`` writes ``<name>.pth`` and then ``last_checkpoint`` atomically, in that order, so
-    ``last_checkpoint`` always names a complete file or an older one. With ``resume=True``,
-    ``resume_or_load`` loads the first checkpoint of ``resume_candidates`` that reads as a
-    complete checkpoint.
+    Returns:
+        list[str]: paths, some possibly missing.
     """
+    save_dir = checkpointer.save_dir
+    tagged = checkpointer.get_checkpoint_file() if checkpointer.has_checkpoint() else ""
+    periodic = []
+    for path in glob.glob(os.path.join(save_dir, "model_*.pth")):
+        match = _PERIODIC.match(os.path.basename(path))
+        if match:
+            periodic.append((int(match.group(1)), path))
+    ordered = [p for _, p in sorted(periodic, reverse=True)]
+    final = os.path.join(save_dir, "model_final.pth")
+    if os.path.isfile(final):
+        ordered.insert(0, final)
+    candidates = [tagged] if tagged else []
+    return candidates + [p for p in ordered if p != tagged]
 
-    @classmethod
-    def from_checkpointer(cls, checkpointer):
-        """The same model, folder and checkpointables as ``checkpointer``, saved atomically."""
-        return cls(
-            checkpointer.model,
-            checkpointer.save_dir,
-            save_to_disk=checkpointer.save_to_disk,
-            **checkpointer.checkpointables,
-        )
 
-    def save(self, name, **kwargs):
-        if not self.save_dir or not self.save_to_disk:
-            return
-        data = {"model": self.model.state_dict()}
-        for key, obj in self.checkpointables.items():
-            data[key] = obj.state_dict()
-        data.update(kwargs)
-        basename = f"{name}.pth"
-        save_file = os.path.join(self.save_dir, basename)
-        self.logger.info("Saving checkpoint to %s", save_file)
-        atomic_write(save_file, lambda f: torch.save(data, f))
-        self.tag_last_checkpoint(basename)
+def check_complete(path):
+    """Read ``path`` as a training checkpoint.
 
-    def tag_last_checkpoint(self, last_filename_basename):
-        atomic_write(
-            os.path.join(self.save_dir, LAST_CHECKPOINT),
-            lambda f: f.write(last_filename_basename.encode("utf-8")),
-        )
+    Raises:
+        IncompleteCheckpointError: missing, unreadable, or without ``model`` and
+            ``iteration``.
+    """
+    if not os.path.isfile(path):
+        raise IncompleteCheckpointError(f"{path}: file not found")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise IncompleteCheckpointError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
+    missing = [k for k in ("model", "iteration") if not isinstance(checkpoint, dict)
+               or k not in checkpoint]
+    if missing:
+        raise IncompleteCheckpointError(f"{path}: not a training checkpoint (no {missing})")
 
-    def resume_candidates(self):
-        """Checkpoints to resume from, in order: the file ``last_checkpoint`` names, then
-        ``model_final.pth`` and the periodic ``model_NNNNNNN.pth``, newest iteration first.
 
-        Returns:
-            list[str]: paths, some possibly missing.
-        """
-        tagged = self.get_checkpoint_file() if self.has_checkpoint() else ""
-        periodic = []
-        for path in glob.glob(os.path.join(self.save_dir, "model_*.pth")):
-            match = _PERIODIC.match(os.path.basename(path))
-            if match:
-                periodic.append((int(match.group(1)), path))
-        ordered = [p for _, p in sorted(periodic, reverse=True)]
-        final = os.path.join(self.save_dir, "model_final.pth")
-        if os.path.isfile(final):
-            ordered.insert(0, final)
-        candidates = [tagged] if tagged else []
-        return candidates + [p for p in ordered if p != tagged]
+def newest_complete_checkpoint(checkpointer):
+    """The newest complete checkpoint in ``checkpointer.save_dir``, or None when there is none;
+    skipped files are logged. In a distributed run every process gets process 0's choice.
 
-    def read_complete(self, path):
-        """Load ``path`` as a training checkpoint.
-
-        Raises:
-            IncompleteCheckpointError: missing, unreadable, or without ``model`` and
-                ``iteration``.
-        """
-        if not os.path.isfile(path):
-            raise IncompleteCheckpointError(f"{path}: file not found")
+    Raises:
+        IncompleteCheckpointError: checkpoints exist but none is complete.
+    """
+    chosen, problems = None, []
+    if comm.is_main_process() and os.path.isdir(checkpointer.save_dir):
+        remove_stale_temporaries(checkpointer.save_dir)
+    for candidate in resume_candidates(checkpointer):
         try:
-            checkpoint = self._load_file(path)
-        except Exception as e:
-            raise IncompleteCheckpointError(
-                f"{path}: unreadable ({type(e).__name__}: {e})"
-            ) from None
-        missing = [k for k in ("model", "iteration") if k not in checkpoint]
-        if missing:
-            raise IncompleteCheckpointError(f"{path}: not a training checkpoint (no {missing})")
-        return checkpoint
-
-    def resume_or_load(self, path, *, resume=True):
-        """With ``resume``, load the newest complete checkpoint of ``save_dir`` with all its
-        checkpointables (``resumed_from`` names it); without, or when there is none, load the
-        model weights of ``path`` only.
-
-        Raises:
-            IncompleteCheckpointError: checkpoints exist but none is complete.
-        """
-        self.resumed_from = None
-        if resume and os.path.isdir(self.save_dir):
-            remove_stale_temporaries(self.save_dir)
-        candidates = self.resume_candidates() if resume else []
-        if not candidates:
-            return self.load(path, checkpointables=[])
-        problems = []
-        for candidate in candidates:
-            try:
-                self._preloaded = (candidate, self.read_complete(candidate))
-            except IncompleteCheckpointError as e:
-                problems.append(str(e))
-                self.logger.warning("Cannot resume from %s; trying an older checkpoint", e)
-                continue
-            if problems:
-                self.logger.warning(
-                    "Resuming from %s, the newest complete checkpoint (skipped: %s)",
-                    candidate, "; ".join(problems),
-                )
-            self.resumed_from = candidate
-            return self.load(candidate)
+            check_complete(candidate)
+        except IncompleteCheckpointError as e:
+            problems.append(str(e))
+            logger.warning("Cannot resume from %s; trying an older checkpoint", e)
+            continue
+        chosen = candidate
+        break
+    if comm.get_world_size() > 1:
+        chosen, problems = comm.all_gather((chosen, problems))[0]
+    if chosen is None and problems:
         raise IncompleteCheckpointError(
-            f"--resume found checkpoints in {self.save_dir} but none is complete: "
+            f"--resume found checkpoints in {checkpointer.save_dir} but none is complete: "
             + "; ".join(problems)
             + ". Remove them to start again, or run without --resume."
         )
+    if chosen is not None and problems:
+        logger.warning(
+            "Resuming from %s, the newest complete checkpoint (skipped: %s)",
+            chosen, "; ".join(problems),
+        )
+    return chosen
 
-    def _load_file(self, filename):
-        preloaded = getattr(self, "_preloaded", None)
-        if preloaded is not None and preloaded[0] == filename:
-            self._preloaded = None
-            return preloaded[1]
-        return super()._load_file(filename)
+
+def resume_or_load(checkpointer, path, *, resume=True):
+    """With ``resume``, load the newest complete checkpoint of ``save_dir`` with all its
+    checkpointables; without, or when there is none, load the model weights of ``path`` only.
+
+    Returns:
+        str or None: the checkpoint resumed from (None when ``path`` was loaded).
+
+    Raises:
+        IncompleteCheckpointError: checkpoints exist but none is complete.
+    """
+    chosen = newest_complete_checkpoint(checkpointer) if resume else None
+    if chosen is None:
+        checkpointer.load(path, checkpointables=[])
+    else:
+        checkpointer.load(chosen)
+    return chosen
+
+
+class AtomicDetectionCheckpointer(DetectionCheckpointer):
+    """``DetectionCheckpointer`` with atomic writes (:func:`make_atomic`) and a resume that
+    skips incomplete files (:func:`resume_or_load`; ``resumed_from`` names the file)."""
+
+    def __init__(self, model, save_dir="", **kwargs):
+        super().__init__(model, save_dir, **kwargs)
+        make_atomic(self)
+        self.resumed_from = None
+
+    def resume_or_load(self, path, *, resume=True):
+        self.resumed_from = resume_or_load(self, path, resume=resume)

@@ -1,4 +1,5 @@
 """Training hooks of the project."""
+import math
 import random
 
 import numpy as np
@@ -28,3 +29,95 @@ class IterationSeed(HookBase):
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN or infinite; the message names the iteration, the losses and the last
+    good checkpoint."""
+
+    def __init__(self, iteration, losses, last_checkpoint=None):
+        values = ", ".join(f"{k}={v:.6g}" for k, v in sorted(losses.items()))
+        bad = sorted(k for k, v in losses.items() if not math.isfinite(v))
+        where = (
+            f"the last good checkpoint, {last_checkpoint}, is untouched (resume from it with "
+            "--resume)" if last_checkpoint else "no checkpoint had been written"
+        )
+        super().__init__(
+            f"Loss became non-finite at iteration {iteration}: {', '.join(bad) or 'total'} "
+            f"({values}). Training stopped before the optimizer step and no checkpoint was "
+            f"written after it; {where}. Lower SOLVER.BASE_LR, raise SOLVER.WARMUP_ITERS or "
+            "check the data (tools/validate_dataset.py)."
+        )
+        self.iteration = iteration
+        self.losses = dict(losses)
+        self.last_checkpoint = last_checkpoint
+
+
+class NonFiniteLossCheck(HookBase):
+    """Stop training with :class:`NonFiniteLossError` when a loss of the model's forward pass is
+    NaN or infinite, before the backward pass and so before the optimizer step.
+
+    The check is a forward hook on the trainer's model (PyTorch's ``register_forward_hook``),
+    registered for the duration of training. In a distributed run the processes agree through
+    one ``all_reduce`` per iteration, so all of them stop at the same iteration (Detectron2's
+    own check runs on process 0 only, after the backward pass).
+
+    Args:
+        checkpointer: names the last good checkpoint in the message.
+    """
+
+    def __init__(self, checkpointer):
+        self._checkpointer = checkpointer
+        self._handle = None
+
+    def before_train(self):
+        self._handle = self.trainer.model.register_forward_hook(self._check)
+
+    def after_train(self):
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+    def _check(self, module, inputs, output):
+        if not module.training or not isinstance(output, dict):
+            return
+        finite = all(bool(torch.isfinite(v).all()) for v in output.values())
+        if comm.get_world_size() > 1:
+            flag = torch.tensor([0 if finite else 1], dtype=torch.int32)
+            torch.distributed.all_reduce(flag)
+            finite = int(flag.item()) == 0
+        if finite:
+            return
+        losses = {k: float(v.detach().float().sum().cpu()) for k, v in output.items()}
+        last = (self._checkpointer.get_checkpoint_file()
+                if self._checkpointer.has_checkpoint() else None)
+        raise NonFiniteLossError(self.trainer.iter, losses, last)
+
+
+class UnlessFailed(HookBase):
+    """Run ``hook`` as registered, except its ``after_train`` when a step failed.
+
+    ``TrainerBase.train`` leaves ``iter`` at ``max_iter`` only when every step ran; Detectron2's
+    ``EvalHook`` evaluates in ``after_train`` also when the failed step was the last one.
+    Only for hooks without state (``EvalHook``): a state would be saved under this class's name.
+    """
+
+    def __init__(self, hook):
+        self.hook = hook
+
+    def before_train(self):
+        self.hook.trainer = self.trainer
+        self.hook.before_train()
+
+    def before_step(self):
+        self.hook.before_step()
+
+    def after_backward(self):
+        getattr(self.hook, "after_backward", lambda: None)()
+
+    def after_step(self):
+        self.hook.after_step()
+
+    def after_train(self):
+        if self.trainer.iter >= self.trainer.max_iter:
+            self.hook.after_train()

@@ -1,52 +1,35 @@
 """Detectron2's ``DefaultTrainer`` with the project's evaluators, mappers and optimizer, and a
-training loop that resumes bit for bit after a kill and stops cleanly on a non-finite loss."""
+training loop that resumes bit for bit after a kill and stops cleanly on a non-finite loss.
+
+Everything goes through ``DefaultTrainer``'s public seams: the ``build_*`` classmethods,
+``build_hooks``, ``resume_or_load``, ``state_dict`` and the checkpointer's ``path_manager``;
+where the official Detectron2 and pb1-detectron2 0.6 differ, ``ct_lesion_d2.utils.compat`` says
+so.
+"""
 import logging
-import math
 import os
 
 from detectron2.data import MetadataCatalog, build_detection_test_loader
 from detectron2.engine import DefaultTrainer, hooks
-from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 
 from ..data.build import ResumableTrainLoader, build_resumable_train_loader
 from ..data.mappers import ClassificationDatasetMapper, CTLesionDatasetMapper
-from ..evaluation import CTClassificationEvaluator
+from ..evaluation import CTClassificationEvaluator, build_lesion_evaluators
 from ..modeling.meta_arch.roi_batch_cache import (
     bind_roi_batch_cache,
     build_roi_batch_cache_loader,
 )
 from ..modeling.meta_arch.segmentation_weights import initialize_from_segmenter
 from ..solver import build_ct_optimizer
-from .checkpoint import AtomicDetectionCheckpointer
+from ..utils import compat
+from .checkpoint import make_atomic, resume_or_load
 from .data_order import data_order_record, recorded_seed, write_data_order
-from .hooks import IterationSeed
+from .hooks import IterationSeed, NonFiniteLossCheck, UnlessFailed
 
 logger = logging.getLogger(__name__)
 
 CLASSIFIER_META_ARCHITECTURES = ("CTMaskNetClassifier",)
-
-
-class NonFiniteLossError(FloatingPointError):
-    """A loss became NaN or infinite; the message names the iteration, the losses and the last
-    good checkpoint."""
-
-    def __init__(self, iteration, losses, last_checkpoint=None):
-        values = ", ".join(f"{k}={v:.6g}" for k, v in sorted(losses.items()))
-        bad = sorted(k for k, v in losses.items() if not math.isfinite(v))
-        where = (
-            f"the last good checkpoint, {last_checkpoint}, is untouched (resume from it with "
-            "--resume)" if last_checkpoint else "no checkpoint had been written"
-        )
-        super().__init__(
-            f"Loss became non-finite at iteration {iteration}: {', '.join(bad) or 'total'} "
-            f"({values}). Training stopped before the optimizer step and no checkpoint was "
-            f"written after it; {where}. Lower SOLVER.BASE_LR, raise SOLVER.WARMUP_ITERS or "
-            "check the data (tools/validate_dataset.py)."
-        )
-        self.iteration = iteration
-        self.losses = dict(losses)
-        self.last_checkpoint = last_checkpoint
 
 
 def resolve_seed(cfg):
@@ -108,44 +91,36 @@ class CTLesionTrainer(DefaultTrainer):
 
     Lesion segmenters get ``CTLesionDatasetMapper`` (Detectron2's mapper reading PNG/JPG with
     the project's checked reader, and DICOM and NIfTI slices windowed per ``INPUT.CT_WINDOW``)
-    and ``COCOEvaluator`` (bbox, segm) in its pure-Python mode, which needs no compiled
-    Detectron2 op; classifiers get ``ClassificationDatasetMapper`` and
-    ``CTClassificationEvaluator``. Adam is available through ``SOLVER.CT_OPTIMIZER``.
+    and ``COCOEvaluator`` (bbox, segm; its fast C++ AP where ``detectron2._C`` is compiled);
+    classifiers get ``ClassificationDatasetMapper`` and ``CTClassificationEvaluator``. Adam is
+    available through ``SOLVER.CT_OPTIMIZER``.
 
-    Faults: checkpoints are written atomically and ``resume_or_load(resume=True)`` resumes from
-    the newest complete one (``AtomicDetectionCheckpointer``); the batches, augmentations and
-    random draws of iteration ``k`` depend only on ``(SEED, k)`` (``build_resumable_train_loader``,
-    ``IterationSeed``), so a resumed run reaches the weights of the uninterrupted one. The seed
-    and the data order are written to ``OUTPUT_DIR/data_order.json``. A non-finite loss raises
-    ``NonFiniteLossError`` before the optimizer step, and no checkpoint or evaluation follows it.
+    Faults: checkpoints are written atomically (``make_atomic``: the checkpointer's
+    ``path_manager``) and ``resume_or_load(resume=True)`` resumes from the newest complete one;
+    the batches, augmentations and random draws of iteration ``k`` depend only on ``(SEED, k)``
+    (``build_resumable_train_loader``, ``IterationSeed``), so a resumed run reaches the weights of
+    the uninterrupted one. The seed and the data order are written to
+    ``OUTPUT_DIR/data_order.json``. A non-finite loss raises ``NonFiniteLossError`` before the
+    optimizer step (``NonFiniteLossCheck``), and no checkpoint or evaluation follows it.
+
+    Attributes:
+        resumed_from (str or None): the checkpoint ``resume_or_load`` resumed from.
     """
 
     def __init__(self, cfg):
-        super().__init__(resolve_seed(cfg))
+        cfg = resolve_seed(cfg)
+        with compat.cpu_ddp():
+            super().__init__(cfg)
+        make_atomic(self.checkpointer)
         # CACHE_ROI_BATCHES: the cached rows are computed by this model, on the first batch
         bind_roi_batch_cache(self.data_loader, self.model)
-        self._step_failed = False
-        # SimpleTrainer checks the losses in _write_metrics, between backward and the optimizer
-        # step; wrapping it on the instance keeps that place for SimpleTrainer and AMPTrainer.
-        self._trainer._write_metrics = self._named_loss_check(self._trainer._write_metrics)
-
-    def _named_loss_check(self, write_metrics):
-        def checked(loss_dict, data_time, prefix=""):
-            try:
-                write_metrics(loss_dict, data_time, prefix)
-            except FloatingPointError as e:
-                losses = {k: float(v.detach().cpu()) for k, v in loss_dict.items()}
-                last = self.checkpointer.get_checkpoint_file() if (
-                    self.checkpointer.has_checkpoint()) else None
-                raise NonFiniteLossError(self.iter, losses, last) from e
-
-        return checked
+        self.resumed_from = None
 
     def build_hooks(self):
-        # DefaultTrainer.__init__ makes its DetectionCheckpointer just before calling this;
-        # swapping it here gives the hooks and resume_or_load the atomic one.
-        self.checkpointer = AtomicDetectionCheckpointer.from_checkpointer(self.checkpointer)
-        return [IterationSeed(self.cfg.SEED)] + super().build_hooks()
+        ret = [IterationSeed(self.cfg.SEED), NonFiniteLossCheck(self.checkpointer)]
+        for hook in super().build_hooks():
+            ret.append(UnlessFailed(hook) if isinstance(hook, hooks.EvalHook) else hook)
+        return ret
 
     def resume_or_load(self, resume=True):
         """Load ``MODEL.WEIGHTS``, or with ``resume`` the newest complete checkpoint of
@@ -154,18 +129,19 @@ class CTLesionTrainer(DefaultTrainer):
         ``MODEL.CT_CLASSIFIER.SEGMENTATION_WEIGHTS``."""
         if not (resume and self.checkpointer.has_checkpoint()):
             initialize_from_segmenter(self.model, self.cfg)
-        self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
-        if resume and self.checkpointer.resumed_from:
+        self.resumed_from = resume_or_load(self.checkpointer, self.cfg.MODEL.WEIGHTS,
+                                           resume=resume)
+        if self.resumed_from:
             # The checkpoint stores the iteration that just finished.
             self.start_iter = self.iter + 1
             final = os.path.join(self.cfg.OUTPUT_DIR, "model_final.pth")
-            if self.start_iter >= self.max_iter and self.checkpointer.resumed_from != final:
+            if self.start_iter >= self.max_iter and self.resumed_from != final:
                 # Killed between the last periodic checkpoint and model_final (or model_final
                 # is damaged): no iteration is left to run, so write it from the same state.
-                logger.warning("Re-saving %s from %s", final, self.checkpointer.resumed_from)
+                logger.warning("Re-saving %s from %s", final, self.resumed_from)
                 if comm.is_main_process():
                     self.checkpointer.save("model_final", iteration=self.iter)
-        loader = self._trainer.data_loader
+        loader = self.data_loader
         if isinstance(loader, ResumableTrainLoader):
             # The loader is lazy: nothing has been read yet, so the first batch is start_iter's.
             loader.set_start_iter(self.start_iter)
@@ -174,39 +150,33 @@ class CTLesionTrainer(DefaultTrainer):
                 write_data_order(self.cfg.OUTPUT_DIR, record, self.start_iter)
 
     def state_dict(self):
-        # Detectron2 0.6's DefaultTrainer saves the iteration and the hooks (LR scheduler) but
-        # not the optimizer, so a resumed run would restart SGD momentum or Adam moments at 0.
         ret = super().state_dict()
-        ret["_trainer"] = self._trainer.state_dict()
+        if not compat.TRAINER_SAVES_OPTIMIZER:
+            # The layout of the official DefaultTrainer (difference 2 of utils/compat.py).
+            ret["_trainer"] = {"iteration": self.iter, "optimizer": self.optimizer.state_dict()}
         return ret
 
     def load_state_dict(self, state_dict):
-        super().load_state_dict(state_dict)
-        if "_trainer" in state_dict:
-            self._trainer.load_state_dict(state_dict["_trainer"])
-        else:
+        if "_trainer" not in state_dict:
             logger.warning(
-                "The checkpoint has no optimizer state (written by DefaultTrainer?): the "
+                "The checkpoint has no optimizer state (written by DefaultTrainer of 0.6?): the "
                 "optimizer restarts from zero, so this run cannot match an uninterrupted one"
             )
+            own = {"iteration": state_dict["iteration"], "optimizer": self.optimizer.state_dict()}
+            state_dict = dict(state_dict, _trainer=own)
+        super().load_state_dict(state_dict)
+        if not compat.TRAINER_SAVES_OPTIMIZER:
+            self.optimizer.load_state_dict(state_dict["_trainer"]["optimizer"])
 
-    def run_step(self):
-        try:
-            super().run_step()
-        except BaseException:
-            self._step_failed = True
-            raise
-
-    def after_train(self):
-        if not self._step_failed:
-            return super().after_train()
-        # EvalHook.after_train evaluates when the failed step was the last one; after a failed
-        # step nothing is evaluated or saved.
-        self.storage.iter = self.iter
-        for h in self._hooks:
-            if isinstance(h, (hooks.EvalHook, hooks.PeriodicCheckpointer, hooks.BestCheckpointer)):
-                continue
-            h.after_train()
+    def eval_results(self, tasks=("bbox", "segm", "lesion", "classification")):
+        """The results of the last evaluation during training, ``{task: {metric: value}}``, as
+        ``EvalHook`` put them into the ``EventStorage`` (``"bbox/AP"`` ...)."""
+        results = {}
+        for key, (value, _) in self.storage.latest().items():
+            task, _, metric = key.partition("/")
+            if task in tasks and metric:
+                results.setdefault(task, {})[metric] = value
+        return results
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -215,7 +185,8 @@ class CTLesionTrainer(DefaultTrainer):
         evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", "coco")
         if evaluator_type == "ct_classification":
             return CTClassificationEvaluator(dataset_name, output_dir=output_folder)
-        return COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=False)
+        # COCOEvaluator (bbox, segm) and the lesion Dice / detection rates beside it
+        return build_lesion_evaluators(cfg, dataset_name, output_folder)
 
     @classmethod
     def build_train_loader(cls, cfg):

@@ -38,6 +38,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import create_small_table
 from scipy import ndimage
 
+from ..utils import compat
 from ..utils.files import write_json_atomic
 
 __all__ = [
@@ -322,8 +323,9 @@ class CTLesionEvaluator(DatasetEvaluator):
 
 
 def build_lesion_evaluators(cfg, dataset_name, output_folder=None):
-    """COCOEvaluator (bbox and segm AP, pure-Python mode) beside ``CTLesionEvaluator`` with the
-    thresholds of ``TEST.CT_LESION_EVAL``.
+    """COCOEvaluator (bbox and segm AP; its fast C++ path where ``detectron2._C`` is compiled,
+    see ``utils/compat.py``) beside ``CTLesionEvaluator`` with the thresholds of
+    ``TEST.CT_LESION_EVAL``.
 
     Args:
         cfg (CfgNode): a config with the project keys.
@@ -335,7 +337,8 @@ def build_lesion_evaluators(cfg, dataset_name, output_folder=None):
     """
     return DatasetEvaluators(
         [
-            COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=False),
+            COCOEvaluator(dataset_name, output_dir=output_folder,
+                          use_fast_impl=compat.HAS_COMPILED_OPS),
             CTLesionEvaluator(
                 dataset_name,
                 score_thresh=cfg.TEST.CT_LESION_EVAL.SCORE_THRESH,
