@@ -8,6 +8,7 @@ import re
 import shutil
 import sys
 
+import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
@@ -362,6 +363,15 @@ def test_predict_tool_mixed_series_and_classifier(checkpoints, shared_data, tmp_
         assert scan_class["rule"] == "majority" and scan_class["class"] == max(probs, key=probs.get)
         assert scan_class["probabilities"] == pytest.approx(probs)
         assert report["settings"]["classifier"]["weights"] == cls_weights
+        seg = pydicom.dcmread(os.path.join(os.path.dirname(path), "lesions_seg.dcm"))
+        assert report["outputs"]["dicom_seg"]["file"] == "lesions_seg.dcm"
+        (source,) = seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence
+        uid = report["scan"]["series_uid"]
+        assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == uid
+        assert (
+            source.ReferencedSOPInstanceUID
+            == pydicom.dcmread(os.path.join(mixed, entry["name"])).SOPInstanceUID
+        )
     assert len(uids) == 2
 
 
@@ -379,6 +389,14 @@ def test_predict_tool_on_nifti(checkpoints, shared_data, tmp_path):
     (expected,) = make_predictor(checkpoints)(scan.pixels, True)
     assert entry["detection_count"] == len(expected.instances)
     assert entry["lesion_area_mm2"] == pytest.approx(entry["lesion_area_px"] * 0.390625, abs=1e-3)
+    # the label map lies on the input's grid; its values are the lesion ids of the report
+    mask = nib.load(os.path.join(os.path.dirname(path), "lesions.nii.gz"))
+    source = nib.load(volume)
+    assert mask.shape == source.shape and np.allclose(mask.affine, source.affine)
+    ids = set(np.unique(np.asarray(mask.dataobj)).tolist()) - {0}
+    assert ids == {x["id"] for x in report["lesions"]}
+    assert int((np.asarray(mask.dataobj) > 0).sum()) == entry["lesion_area_px"]
+    assert report["outputs"]["dicom_seg"]["file"] is None
 
 
 def test_analysis_panel_layout(checkpoints, shared_data):

@@ -3,7 +3,9 @@
 
 Inputs: PNG/JPG slices or folders of them, DICOM files, DICOM series folders, NIfTI volumes.
 For each scan, writes under ``--output/<scan>/``: ``report.json`` (schema in docs/PREDICT.md),
-``report.html`` (self-contained) and ``panels/`` (per-slice analysis figures, PNG). The folder
+``report.html`` (self-contained), ``panels/`` (per-slice analysis figures, PNG), the lesion
+label map ``lesions.nii.gz`` on the input's grid and, for DICOM input, the DICOM SEG
+``lesions_seg.dcm`` referencing the source slices. The folder
 is written beside its place and swapped in when complete; an existing one is replaced only with
 ``--overwrite``.
 
@@ -22,7 +24,14 @@ import sys
 from detectron2.utils.logger import setup_logger
 
 import ct_lesion_d2
-from ct_lesion_d2.analysis import AGGREGATION_RULES, build_scan_report, png_bytes, render_scan_html
+from ct_lesion_d2.analysis import (
+    AGGREGATION_RULES,
+    build_scan_report,
+    find_lesions,
+    png_bytes,
+    render_scan_html,
+)
+from ct_lesion_d2.analysis.mask_export import export_lesion_masks
 from ct_lesion_d2.data.io import (
     DatasetFormatError,
     StagedFolder,
@@ -180,6 +189,12 @@ def select_panels(report, max_panels):
 def write_scan_report(predictor, scan, folder, args, metadata, settings):
     """Predict one scan and write its JSON, panels and HTML page into ``folder``."""
     predictions = predictor.predict_scan(scan, args.batch_size, progress=not args.no_progress)
+    lesions = find_lesions(
+        [p.instances for p in predictions],
+        score_threshold=settings["confidence_threshold"],
+        spacing_mm=scan.spacing_mm,
+        positions_mm=scan.positions_mm,
+    )
     report = build_scan_report(
         scan,
         predictions,
@@ -187,6 +202,14 @@ def write_scan_report(predictor, scan, folder, args, metadata, settings):
         class_names=predictor.class_names,
         rule=args.aggregation,
         settings=settings,
+        lesions=lesions,
+    )
+    report["outputs"] = export_lesion_masks(
+        scan,
+        lesions.labels,
+        folder,
+        software_version=ct_lesion_d2.__version__,
+        model_name=os.path.splitext(os.path.basename(args.config_file))[0],
     )
     panels = os.path.join(folder, "panels")
     os.makedirs(panels, exist_ok=True)
