@@ -32,6 +32,7 @@ from ct_lesion_d2.analysis import (
     render_scan_html,
 )
 from ct_lesion_d2.analysis.mask_export import export_lesion_masks
+from ct_lesion_d2.data.image_input import UNITS, ImageInputOptions
 from ct_lesion_d2.data.io import (
     DatasetFormatError,
     StagedFolder,
@@ -98,6 +99,18 @@ def parse_args(argv=None):
         default="mean",
         help="scan-level class rule (needs a classifier)",
     )
+    parser.add_argument(
+        "--input-units",
+        choices=UNITS,
+        default="windowed",
+        help="image slices: 'windowed' 8-bit slices (16-bit and float refused) or 'hu' "
+        "16-bit/float slices holding HU + --hu-offset",
+    )
+    parser.add_argument(
+        "--hu-offset",
+        type=float,
+        help="with --input-units hu: the offset the exporter added (1024 for HU + 1024)",
+    )
     parser.add_argument("--series-uid", help="the series to read from a folder of several")
     parser.add_argument(
         "--all-series",
@@ -121,7 +134,10 @@ def parse_args(argv=None):
         default=[],
         help="segmentation config overrides, KEY VALUE pairs",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.hu_offset is not None and args.input_units != "hu":
+        parser.error("--hu-offset needs --input-units hu")
+    return args
 
 
 def _scan_name(path):
@@ -148,9 +164,10 @@ def _safe(name):
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "scan"
 
 
-def plan_scans(inputs, series_uid=None, all_series=False):
+def plan_scans(inputs, series_uid=None, all_series=False, image_options=None):
     """(output name, reader) per scan. A DICOM folder of several series gives one scan per
-    series with ``all_series``; otherwise reading it refuses with the list of series.
+    series with ``all_series``; otherwise reading it refuses with the list of series. Image
+    slices are read with ``image_options`` (``ImageInputOptions``).
 
     Raises:
         DatasetFormatError: an input that does not exist.
@@ -159,7 +176,7 @@ def plan_scans(inputs, series_uid=None, all_series=False):
     for path in inputs:
         if not os.path.exists(path):
             raise DatasetFormatError(path, "input not found")
-        readers = [(_scan_name(path), lambda p=path: read_scan(p, series_uid))]
+        readers = [(_scan_name(path), lambda p=path: read_scan(p, series_uid, image_options))]
         if all_series and os.path.isdir(path) and folder_kind(path) == "dicom":
             series = list_dicom_series(path)
             if len(series) > 1:
@@ -260,6 +277,7 @@ def _settings(args, cfg, classifier_cfg):
         "roi_batch_size": (classifier_cfg or cfg).MODEL.CT_CLASSIFIER.BATCH_DETECTIONS,
         "aggregation": args.aggregation,
         "batch_size": args.batch_size,
+        "image_input": {"units": args.input_units, "hu_offset": args.hu_offset},
     }
 
 
@@ -268,8 +286,14 @@ def main(argv=None):
     setup_logger(name="ct_lesion_d2")
     if args.classifier_weights and not args.classifier_config:
         sys.exit("error: --classifier-weights needs --classifier-config")
+    cfg, classifier_cfg = build_configs(args)
+    image_options = ImageInputOptions(
+        units=args.input_units,
+        hu_offset=args.hu_offset,
+        model_size=(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST),
+    )
     try:
-        plan = plan_scans(args.input, args.series_uid, args.all_series)
+        plan = plan_scans(args.input, args.series_uid, args.all_series, image_options)
     except DatasetFormatError as e:
         sys.exit(f"error: {e}")
     folders = [os.path.join(args.output, name) for name, _ in plan]
@@ -279,7 +303,6 @@ def main(argv=None):
     taken = [f for f in folders if os.path.isdir(f) and os.listdir(f)]
     if taken and not args.overwrite:
         sys.exit(f"error: {', '.join(taken)} exist and are not empty; pass --overwrite")
-    cfg, classifier_cfg = build_configs(args)
     predictor = CTLesionPredictor(cfg, classifier_cfg)
     metadata, settings = lesion_metadata(cfg), _settings(args, cfg, classifier_cfg)
     reports = []

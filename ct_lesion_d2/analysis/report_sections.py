@@ -52,6 +52,12 @@ def lesion_table_html(report):
     )
 
 
+def _units(scan):
+    if scan.get("input_units") == "HU":
+        return "Hounsfield units (DICOM rescale or NIfTI values), windowed as the model expects"
+    return scan.get("input_units")
+
+
 def header_html(report):
     """The lines above everything else: model card, thresholds, input handling, date, version.
 
@@ -81,7 +87,7 @@ def header_html(report):
             f"lesion confidence &ge; {_fmt(settings.get('confidence_threshold'), 2)}, "
             f"mask probability &ge; {_fmt(settings.get('mask_threshold'), 2)}",
         ),
-        ("input", _fmt(scan.get("input_note") or scan.get("input_units"))),
+        ("input", _fmt("; ".join(scan.get("input_notes") or []) or _units(scan))),
         (
             "created",
             f"{_fmt(settings.get('created'))} by ct-lesion-d2 "

@@ -202,6 +202,7 @@ def build_scan_report(
             "spacing_mm": list(scan.spacing_mm) if scan.spacing_mm else None,
             "slice_thickness_mm": scan.slice_thickness_mm,
             "orientation": scan.orientation,
+            "input_notes": list(scan.notes),
         },
         "settings": settings or {},
         "lesion_classes": list(thing_classes),

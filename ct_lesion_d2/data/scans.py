@@ -21,7 +21,7 @@ All failures raise :class:`DatasetFormatError` whose message names the offending
 import os
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
 import numpy as np
@@ -81,6 +81,8 @@ class Scan:
         padding_mask (np.ndarray or None): (S, H, W) bool, True outside the field of view.
         orientation (str): "axial" (radiological view) or "as stored" (not axis-aligned axial).
         modality (str or None): DICOM Modality, when given.
+        notes (list[str]): what the reader did to the pixels beyond reading them (a stated
+            intensity convention, a downscale ...), for the report.
     """
 
     pixels: np.ndarray
@@ -94,6 +96,7 @@ class Scan:
     padding_mask: Optional[np.ndarray] = None
     orientation: str = "axial"
     modality: Optional[str] = None
+    notes: List[str] = field(default_factory=list)
 
     def __post_init__(self):
         self.pixels = np.asarray(self.pixels, dtype=np.float32)
@@ -595,8 +598,12 @@ def list_image_files(folder):
     return sorted(paths, key=lambda p: _natural_key(os.path.basename(p)))
 
 
-def read_image_slices(path_or_folder):
+def read_image_slices(path_or_folder, options=None):
     """Read an 8-bit slice, or a folder of them (natural file-name order), as one scan.
+
+    With ``options`` (:class:`ct_lesion_d2.data.image_input.ImageInputOptions`), as
+    ``tools/predict.py`` reads them: 16-bit and float slices refused unless their convention
+    is stated, small slices refused, very large ones downscaled (``read_image_scan``).
 
     The images are taken as already windowed (``is_hu`` False), read grey as in training
     (``read_grey_image``: colour becomes luminance). Every slice of a folder must have the
@@ -609,6 +616,10 @@ def read_image_slices(path_or_folder):
         paths = list_image_files(path_or_folder)
     else:
         paths = [path_or_folder]
+    if options is not None:
+        from .image_input import read_image_scan
+
+        return read_image_scan(paths, path_or_folder, options)
     slices = []
     for path in paths:
         image = read_grey_image(path)
@@ -658,13 +669,15 @@ def folder_kind(folder):
     return "images" if images else "dicom"
 
 
-def read_scan(path, series_uid=None):
+def read_scan(path, series_uid=None, image_options=None):
     """Read whatever ``path`` is: a NIfTI volume, an image slice, a DICOM file, a folder of
     DICOM slices (one series) or a folder of image slices.
 
     Args:
         path (str): file or folder.
         series_uid (str or None): for a DICOM folder holding several series.
+        image_options (ImageInputOptions or None): for image slices, see
+            :func:`read_image_slices`.
 
     Returns:
         Scan
@@ -675,7 +688,7 @@ def read_scan(path, series_uid=None):
     path = str(path)
     if os.path.isdir(path):
         if folder_kind(path) == "images":
-            return read_image_slices(path)
+            return read_image_slices(path, image_options)
         return read_dicom_series(path, series_uid)
     if not os.path.exists(path):
         raise DatasetFormatError(path, "file or folder not found")
@@ -683,5 +696,5 @@ def read_scan(path, series_uid=None):
     if lower.endswith(NIFTI_EXTENSIONS):
         return read_nifti(path)
     if lower.endswith(IMAGE_EXTENSIONS):
-        return read_image_slices(path)
+        return read_image_slices(path, image_options)
     return read_dicom_file(path)
