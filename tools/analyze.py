@@ -27,7 +27,7 @@ from ct_lesion_d2.visualization import lesion_metadata, save_slice_figures
 from ct_lesion_d2.visualization.analysis import TOP_ROIS
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from predict import add_model_arguments, build_configs  # noqa: E402
+from predict import add_model_arguments, build_configs, load_predictor  # noqa: E402
 
 logger = logging.getLogger("ct_lesion_d2.analyze")
 
@@ -103,9 +103,9 @@ def analyze_records(predictor, records, output, metadata, batch_size=4):
                     "class_id": record.get("class_id"),
                     "predicted_lesions": len(prediction.instances),
                     "lesion_scores": [round(float(s), 5) for s in prediction.instances.scores],
-                    "class_probabilities": None
-                    if probs is None
-                    else [round(float(p), 6) for p in probs],
+                    "class_probabilities": (
+                        None if probs is None else [round(float(p), 6) for p in probs]
+                    ),
                     "roi_batch": _roi_summary(prediction),
                     "panel": os.path.relpath(saved["panel"][0], output),
                     "roi_figure": os.path.relpath(saved["rois"][0], output),
@@ -130,7 +130,7 @@ def main(argv=None):
     except DatasetFormatError as e:
         sys.exit(f"error: {e}")
     records = records[: args.max_slices] if args.max_slices else records
-    predictor = CTLesionPredictor(cfg, classifier_cfg)
+    predictor = load_predictor(args, cfg, classifier_cfg)
     try:
         entries = analyze_records(
             predictor, records, args.output, lesion_metadata(cfg), args.batch_size
@@ -143,9 +143,11 @@ def main(argv=None):
         "num_slices": len(entries),
         "ground_truth_lesions": sum(e["ground_truth_lesions"] for e in entries),
         "predicted_lesions": sum(e["predicted_lesions"] for e in entries),
-        f"mean_confidence_top{TOP_ROIS}": float(np.mean([t for t in top if t is not None]))
-        if any(t is not None for t in top)
-        else None,
+        f"mean_confidence_top{TOP_ROIS}": (
+            float(np.mean([t for t in top if t is not None]))
+            if any(t is not None for t in top)
+            else None
+        ),
         "confidence_threshold": cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
         "class_names": predictor.class_names,
     }

@@ -18,6 +18,7 @@ the optimised eager model (``optimize_for_inference``) and every export. ``expor
 ``--output`` records everything; the exit status is 1 when a check fails. Existing files are
 replaced only with ``--overwrite``.
 """
+
 import argparse
 import copy
 import logging
@@ -27,7 +28,6 @@ import sys
 import time
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 from tqdm import tqdm
@@ -38,6 +38,7 @@ from ct_lesion_d2.data.mappers import CTLesionDatasetMapper
 from ct_lesion_d2.data.scans import list_image_files
 from ct_lesion_d2.engine import CTLesionTrainer, resolve_device
 from ct_lesion_d2.engine.trainer import is_classifier
+from ct_lesion_d2.engine.weights_check import WeightsError, load_checked_weights
 from ct_lesion_d2.export import (
     CLASSIFIER_TOLERANCES,
     EXPORT_FORMATS,
@@ -72,7 +73,9 @@ def parse_args(argv=None):
         "--format", nargs="+", default=list(EXPORT_FORMATS), choices=list(EXPORT_FORMATS)
     )
     parser.add_argument(
-        "--images", nargs="*", default=[],
+        "--images",
+        nargs="*",
+        default=[],
         help="check slices: folders of images, or slice files (PNG/JPG, DICOM, NIfTI)",
     )
     parser.add_argument("--max-images", type=int, default=16, help="check at most this many")
@@ -135,10 +138,13 @@ def setup(args):
     return cfg
 
 
-def load_model(cfg):
+def load_model(cfg, config_file=None):
     model = build_model(cfg)
     if cfg.MODEL.WEIGHTS:
-        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+        try:
+            load_checked_weights(model, cfg.MODEL.WEIGHTS, config_file)
+        except WeightsError as e:
+            sys.exit(f"error: {e}")
     elif not is_classifier(cfg):
         logger.warning("MODEL.WEIGHTS is empty: exporting a randomly initialised segmenter")
     return model.eval()
@@ -153,14 +159,30 @@ def export_all(model, cfg, args, example):
         start = time.perf_counter()
         if classifier:
             prefix = os.path.join(args.output, "classifier")
-            export_classifier(model, example, fmt, prefix, opset=args.opset,
-                              fold_bn=not args.no_fold_bn, overwrite=args.overwrite, meta=meta)
+            export_classifier(
+                model,
+                example,
+                fmt,
+                prefix,
+                opset=args.opset,
+                fold_bn=not args.no_fold_bn,
+                overwrite=args.overwrite,
+                meta=meta,
+            )
             runner = ExportedClassifier(prefix, fmt)
             files = exported_classifier_files(prefix, fmt)
         else:
             path = os.path.join(args.output, "segmenter" + EXPORT_FORMATS[fmt])
-            export_segmenter(model, example, fmt, path, opset=args.opset,
-                             fold_bn=not args.no_fold_bn, overwrite=args.overwrite, meta=meta)
+            export_segmenter(
+                model,
+                example,
+                fmt,
+                path,
+                opset=args.opset,
+                fold_bn=not args.no_fold_bn,
+                overwrite=args.overwrite,
+                meta=meta,
+            )
             runner = ExportedSegmenter(path)
             files = [path, path + ".json"]
         exports[fmt] = (runner, files, time.perf_counter() - start)
@@ -193,7 +215,6 @@ def check_exports(model, exports, inputs, classifier):
 def evaluate(cfg, dataset_name, runners):
     """segm/bbox AP of each runner (name -> callable model) on ``dataset_name``."""
     from detectron2.evaluation import inference_on_dataset
-
 
     results = {}
     for name, runner in runners.items():
@@ -258,7 +279,7 @@ def main(argv=None):
             raise SystemExit(f"error: {e}")
     else:
         inputs = dataset_inputs(cfg, args.eval_dataset, args.max_images)
-    model = load_model(cfg)
+    model = load_model(cfg, args.config_file)
     exports = export_all(model, cfg, args, inputs[0]["image"])
     reports = check_exports(model, exports, inputs, classifier)
     print_summary(reports, classifier)
@@ -279,11 +300,14 @@ def main(argv=None):
         optimized = optimize_for_inference(copy.deepcopy(model))
         runners = {"eager": model, "optimized": optimized}
         runners.update({fmt: runner for fmt, (runner, _, _) in exports.items()})
-        record["evaluation"] = {"dataset": args.eval_dataset,
-                                "results": evaluate(cfg, args.eval_dataset, runners)}
+        record["evaluation"] = {
+            "dataset": args.eval_dataset,
+            "results": evaluate(cfg, args.eval_dataset, runners),
+        }
         for name, result in record["evaluation"]["results"].items():
-            aps = ", ".join(f"{task} AP {r['AP']:.2f} AP50 {r['AP50']:.2f}" for task, r in
-                            result.items())
+            aps = ", ".join(
+                f"{task} AP {r['AP']:.2f} AP50 {r['AP50']:.2f}" for task, r in result.items()
+            )
             print(f"{args.eval_dataset} {name}: {aps}")
     write_json_atomic(record, report_path, overwrite=args.overwrite)
     print(f"report written to {report_path}")

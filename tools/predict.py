@@ -49,6 +49,7 @@ from ct_lesion_d2.data.scans import (
     read_scan,
 )
 from ct_lesion_d2.engine import CTLesionPredictor, build_predict_config
+from ct_lesion_d2.engine.weights_check import WeightsError, build_checked_model
 from ct_lesion_d2.visualization import lesion_metadata, save_slice_figures
 
 logger = logging.getLogger("ct_lesion_d2.predict")
@@ -84,6 +85,19 @@ def build_configs(args):
             args.classifier_config, args.classifier_weights, device=cfg.MODEL.DEVICE
         )
     return cfg, classifier_cfg
+
+
+def load_predictor(args, cfg, classifier_cfg):
+    """The predictor of :func:`build_configs`' configs, its weights checked against each model
+    (``build_checked_model``); weights that do not fit stop with one line."""
+    try:
+        segmenter = build_checked_model(cfg, args.config_file)
+        classifier = (
+            build_checked_model(classifier_cfg, args.classifier_config) if classifier_cfg else None
+        )
+    except WeightsError as e:
+        sys.exit(f"error: {e}")
+    return CTLesionPredictor(cfg, classifier_cfg, models=(segmenter, classifier))
 
 
 def parse_args(argv=None):
@@ -303,7 +317,7 @@ def main(argv=None):
     taken = [f for f in folders if os.path.isdir(f) and os.listdir(f)]
     if taken and not args.overwrite:
         sys.exit(f"error: {', '.join(taken)} exist and are not empty; pass --overwrite")
-    predictor = CTLesionPredictor(cfg, classifier_cfg)
+    predictor = load_predictor(args, cfg, classifier_cfg)
     metadata, settings = lesion_metadata(cfg), _settings(args, cfg, classifier_cfg)
     reports = []
     for (name, reader), folder in zip(plan, folders):

@@ -14,15 +14,14 @@ from typing import Optional
 
 import numpy as np
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import transforms as T
-from detectron2.modeling import build_model
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Instances
 from tqdm import tqdm
 
 from ..data.transforms import to_model_intensities, window_from_config
 from ..modeling.meta_arch.covid_ct_mask_net import ranked_roi_batches, rescaled_roi_boxes
+from .weights_check import build_checked_model
 
 __all__ = ["CTLesionPredictor", "SlicePrediction", "build_predict_config"]
 
@@ -54,14 +53,8 @@ class SlicePrediction:
 
 
 def _load(cfg):
-    model = build_model(cfg)
-    model.eval()
-    if not cfg.MODEL.WEIGHTS:
-        raise ValueError(
-            f"{cfg.MODEL.META_ARCHITECTURE}: MODEL.WEIGHTS is empty; give a trained checkpoint"
-        )
-    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
-    return model
+    # weights that do not fit the model stop here (WeightsError), never load partly
+    return build_checked_model(cfg)
 
 
 class CTLesionPredictor:
