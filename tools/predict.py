@@ -15,32 +15,40 @@ is written beside its place and swapped in when complete; an existing one is rep
         --classifier-weights output/classifier_R18_T1_covidx/model_final.pth
 """
 
-import argparse
-import logging
-import os
-import re
-import sys
+import warnings
 
-from detectron2.utils.logger import setup_logger
+# Detectron2 scripts functions with torch.jit.script when imported, which torch 2.14 deprecates:
+# a notice about our dependencies, not the user's run, filtered before the imports.
+warnings.filterwarnings(
+    "ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning
+)
 
-import ct_lesion_d2
-from ct_lesion_d2.analysis import (
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+import sys  # noqa: E402
+
+from detectron2.utils.logger import setup_logger  # noqa: E402
+
+import ct_lesion_d2  # noqa: E402
+from ct_lesion_d2.analysis import (  # noqa: E402
     AGGREGATION_RULES,
     build_scan_report,
     find_lesions,
     png_bytes,
     render_scan_html,
 )
-from ct_lesion_d2.analysis.mask_export import export_lesion_masks
-from ct_lesion_d2.data.image_input import UNITS, ImageInputOptions
-from ct_lesion_d2.data.io import (
+from ct_lesion_d2.analysis.mask_export import export_lesion_masks  # noqa: E402
+from ct_lesion_d2.data.image_input import UNITS, ImageInputOptions  # noqa: E402
+from ct_lesion_d2.data.io import (  # noqa: E402
     DatasetFormatError,
     StagedFolder,
     atomic_write,
     recover_folder,
     write_json_atomic,
 )
-from ct_lesion_d2.data.scans import (
+from ct_lesion_d2.data.scans import (  # noqa: E402
     IMAGE_EXTENSIONS,
     NIFTI_EXTENSIONS,
     folder_kind,
@@ -48,9 +56,15 @@ from ct_lesion_d2.data.scans import (
     read_dicom_series,
     read_scan,
 )
-from ct_lesion_d2.engine import CTLesionPredictor, build_predict_config
-from ct_lesion_d2.engine.weights_check import WeightsError, build_checked_model
-from ct_lesion_d2.visualization import lesion_metadata, save_slice_figures
+from ct_lesion_d2.engine import CTLesionPredictor, build_predict_config  # noqa: E402
+from ct_lesion_d2.engine.weights_check import WeightsError, build_checked_model  # noqa: E402
+from ct_lesion_d2.utils.cli import (  # noqa: E402
+    config_error_line,
+    positive_int,
+    probability,
+    quiet_third_party_warnings,
+)
+from ct_lesion_d2.visualization import lesion_metadata, save_slice_figures  # noqa: E402
 
 logger = logging.getLogger("ct_lesion_d2.predict")
 
@@ -65,24 +79,45 @@ def add_model_arguments(parser):
     )
     parser.add_argument(
         "--confidence-threshold",
-        type=float,
+        type=probability,
         default=0.5,
         help="lowest lesion confidence kept (MODEL.ROI_HEADS.SCORE_THRESH_TEST)",
     )
     parser.add_argument("--device", help="cpu, cuda, cuda:N (default: the config's MODEL.DEVICE)")
-    parser.add_argument("--batch-size", type=int, default=4, help="slices per forward pass")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=4, help="slices per forward pass"
+    )
+    parser.add_argument(
+        "--verbose", action="store_true", help="also show DEBUG lines (key lists, settings)"
+    )
 
 
 def build_configs(args):
     """The segmentation config and, with ``--classifier-config``, the classifier's (on the
-    segmenter's device), from the options of :func:`add_model_arguments` and ``--opts``."""
-    cfg = build_predict_config(
-        args.config_file, args.weights, args.opts, args.device, args.confidence_threshold
-    )
-    classifier_cfg = None
-    if args.classifier_config:
-        classifier_cfg = build_predict_config(
-            args.classifier_config, args.classifier_weights, device=cfg.MODEL.DEVICE
+    segmenter's device), from the options of :func:`add_model_arguments` and ``--opts``.
+    A missing file, an unknown key (with the closest valid one) or a classifier config given
+    as the segmenter's stop with one line."""
+    current = args.config_file
+    try:
+        cfg = build_predict_config(
+            args.config_file, args.weights, args.opts, args.device, args.confidence_threshold
+        )
+        classifier_cfg = None
+        if args.classifier_config:
+            current = args.classifier_config
+            classifier_cfg = build_predict_config(
+                args.classifier_config, args.classifier_weights, device=cfg.MODEL.DEVICE
+            )
+    except (KeyError, AssertionError, ValueError, TypeError) as e:
+        line = config_error_line(e, current)
+        if line is None:
+            raise
+        sys.exit(f"error: {line}")
+    if not cfg.MODEL.MASK_ON:
+        sys.exit(
+            f"error: {args.config_file}: a {cfg.MODEL.META_ARCHITECTURE} config without masks "
+            "(MODEL.MASK_ON False); give a segmentation config as --config-file and a classifier "
+            "config as --classifier-config"
         )
     return cfg, classifier_cfg
 
@@ -295,11 +330,38 @@ def _settings(args, cfg, classifier_cfg):
     }
 
 
+def _quiet_console(verbose):
+    """The terminal shows INFO and above, unless ``--verbose``."""
+    for handler in setup_logger(name="ct_lesion_d2").handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(
+            handler, logging.FileHandler
+        ):
+            handler.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
 def main(argv=None):
+    """Run the tool; returns the reports written. Ctrl-C stops with the list of complete ones."""
+    quiet_third_party_warnings()
     args = parse_args(argv)
-    setup_logger(name="ct_lesion_d2")
+    _quiet_console(args.verbose)
     if args.classifier_weights and not args.classifier_config:
         sys.exit("error: --classifier-weights needs --classifier-config")
+    if os.path.exists(args.output) and not os.path.isdir(args.output):
+        sys.exit(f"error: --output {args.output} is a file; give a folder (made if missing)")
+    reports = []
+    try:
+        return _run(args, reports)
+    except KeyboardInterrupt:
+        kept = ", ".join(reports) if reports else "none"
+        print(
+            f"interrupted: {len(reports)} complete reports kept ({kept}); the scan in "
+            "progress left nothing",
+            file=sys.stderr,
+        )
+        sys.exit(130)
+
+
+def _run(args, reports):
     cfg, classifier_cfg = build_configs(args)
     image_options = ImageInputOptions(
         units=args.input_units,
@@ -319,7 +381,6 @@ def main(argv=None):
         sys.exit(f"error: {', '.join(taken)} exist and are not empty; pass --overwrite")
     predictor = load_predictor(args, cfg, classifier_cfg)
     metadata, settings = lesion_metadata(cfg), _settings(args, cfg, classifier_cfg)
-    reports = []
     for (name, reader), folder in zip(plan, folders):
         try:
             scan = reader()
@@ -327,9 +388,12 @@ def main(argv=None):
             sys.exit(f"error: {e}")
         # Written beside the scan's folder and swapped in when complete: an interruption
         # leaves the previous report (or none), never a mix.
-        with StagedFolder(folder) as staged:
-            report = write_scan_report(predictor, scan, staged.path, args, metadata, settings)
-            staged.commit()
+        try:
+            with StagedFolder(folder) as staged:
+                report = write_scan_report(predictor, scan, staged.path, args, metadata, settings)
+                staged.commit()
+        except OSError as e:  # read-only or full disk, permissions
+            sys.exit(f"error: {folder}: cannot write the report ({e.strerror or e})")
         s = report["summary"]
         scan_class = s["scan_class"]["class"] if s["scan_class"] else "n/a (no classifier)"
         logger.info(
