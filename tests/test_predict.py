@@ -397,6 +397,24 @@ def test_predict_tool_on_nifti(checkpoints, shared_data, tmp_path):
     assert ids == {x["id"] for x in report["lesions"]}
     assert int((np.asarray(mask.dataobj) > 0).sum()) == entry["lesion_area_px"]
     assert report["outputs"]["dicom_seg"]["file"] is None
+    # the report's top: pseudonymous name, model card with the weights' hash, date; files 0644
+    import hashlib
+    import stat
+
+    assert report["scan"]["source"] == "chest.nii.gz"
+    card = report["settings"]["model_card"]
+    weights = checkpoints["seg"][1]
+    assert card["weights_sha256"] == hashlib.sha256(open(weights, "rb").read()).hexdigest()
+    assert card["name"] == "seg" and card["training_data"] is None
+    page = open(os.path.join(os.path.dirname(path), "report.html"), encoding="utf-8").read()
+    assert "Lesion report: chest.nii.gz<" in page and str(tmp_path) not in page
+    assert card["weights_sha256"][:16] in page and report["settings"]["created"] in page
+    umask = os.umask(0)
+    os.umask(umask)
+    folder = os.path.dirname(path)
+    for name in ("report.json", "report.html", "lesions.nii.gz"):
+        assert stat.S_IMODE(os.stat(os.path.join(folder, name)).st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE(os.stat(folder).st_mode) == 0o777 & ~umask
 
 
 def test_analysis_panel_layout(checkpoints, shared_data):

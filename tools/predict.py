@@ -40,6 +40,12 @@ from ct_lesion_d2.analysis import (  # noqa: E402
     render_scan_html,
 )
 from ct_lesion_d2.analysis.mask_export import export_lesion_masks  # noqa: E402
+from ct_lesion_d2.analysis.model_card import (  # noqa: E402
+    apply_umask,
+    model_card,
+    now_utc,
+    pseudonymous_source,
+)
 from ct_lesion_d2.data.image_input import UNITS, ImageInputOptions  # noqa: E402
 from ct_lesion_d2.data.io import (  # noqa: E402
     DatasetFormatError,
@@ -178,6 +184,12 @@ def parse_args(argv=None):
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
+        "--full-paths",
+        action="store_true",
+        help="name the input by its full path in the report (default: its base name only, "
+        "since paths often hold patient IDs)",
+    )
+    parser.add_argument(
         "--opts",
         nargs=argparse.REMAINDER,
         default=[],
@@ -270,6 +282,7 @@ def write_scan_report(predictor, scan, folder, args, metadata, settings):
         settings=settings,
         lesions=lesions,
     )
+    report["scan"]["source"] = pseudonymous_source(scan.source, args.full_paths)
     report["outputs"] = export_lesion_masks(
         scan,
         lesions.labels,
@@ -318,6 +331,8 @@ def _settings(args, cfg, classifier_cfg):
 
     return {
         "ct_lesion_d2_version": ct_lesion_d2.__version__,
+        "created": now_utc(),
+        "model_card": model_card(args.config_file, cfg.MODEL.WEIGHTS),
         "segmenter": model(cfg, args.config_file),
         "classifier": model(classifier_cfg, args.classifier_config),
         "device": cfg.MODEL.DEVICE,
@@ -391,6 +406,7 @@ def _run(args, reports):
         try:
             with StagedFolder(folder) as staged:
                 report = write_scan_report(predictor, scan, staged.path, args, metadata, settings)
+                apply_umask(staged.path)
                 staged.commit()
         except OSError as e:  # read-only or full disk, permissions
             sys.exit(f"error: {folder}: cannot write the report ({e.strerror or e})")
