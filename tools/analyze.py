@@ -22,7 +22,6 @@ from tqdm import tqdm
 import ct_lesion_d2  # noqa: F401  (registers the datasets)
 from ct_lesion_d2.data.io import DatasetFormatError, write_json_atomic
 from ct_lesion_d2.data.scans import read_scan
-from ct_lesion_d2.engine import CTLesionPredictor
 from ct_lesion_d2.visualization import lesion_metadata, save_slice_figures
 from ct_lesion_d2.visualization.analysis import TOP_ROIS
 
