@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 
+import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
@@ -128,12 +129,14 @@ def test_scan_report_by_hand():
     ]
     report = build_scan_report(scan, predictions, thing_classes=["Lesion"])
     summary = report["summary"]
-    assert summary["lesion_count"] == 3 and summary["slices_with_lesions"] == 2
+    # slice 0: a and b overlap (one lesion); slices 0 and 2 are not neighbours
+    assert summary["lesion_count"] == 2 and summary["detection_count"] == 3
+    assert summary["slices_with_lesions"] == 2
     assert summary["fraction_slices_with_lesions"] == pytest.approx(2 / 3, abs=1e-6)
     # slice 0: union 6 + 4 - 1 = 9 pixels; slice 2: 8 pixels; pixel area 0.4 mm^2
     assert [s["lesion_area_px"] for s in report["slices"]] == [9, 0, 8]
     assert summary["lesion_area_px"] == 17 and summary["lesion_area_mm2"] == pytest.approx(6.8)
-    first = report["slices"][0]["lesions"]
+    first = report["slices"][0]["detections"]
     assert [x["area_px"] for x in first] == [6, 4] and first[1]["area_mm2"] == pytest.approx(1.6)
     assert np.array_equal(mask_util.decode(first[1]["mask_rle"]), b)
     assert report["slices"][2]["position_mm"] == 4.0
@@ -255,18 +258,18 @@ def test_predict_tool_report_matches_predictions(checkpoints, shared_data, tmp_p
         report = json.load(open(path))
         scan = read_scan(source)
         expected = predictor.predict_scan(scan, progress=False)
-        assert report["schema"] == "ct_lesion_d2.scan_report/1"
+        assert report["schema"] == "ct_lesion_d2.scan_report/2"
         assert report["scan"]["input_units"] == "HU" and report["scan"]["spacing_mm"] == [0.625] * 2
         assert report["settings"]["confidence_threshold"] == 0.3
         assert report["settings"]["segmenter"]["window"] == {"level": -600.0, "width": 1500.0}
         assert [s["name"] for s in report["slices"]] == scan.slice_names
         for entry, prediction in zip(report["slices"], expected):
             inst = prediction.instances
-            assert entry["lesion_count"] == len(inst)
-            assert [x["score"] for x in entry["lesions"]] == pytest.approx(
+            assert entry["detection_count"] == len(inst)
+            assert [x["score"] for x in entry["detections"]] == pytest.approx(
                 inst.scores.tolist(), abs=1e-5
             )
-            decoded = np.stack([mask_util.decode(x["mask_rle"]) for x in entry["lesions"]])
+            decoded = np.stack([mask_util.decode(x["mask_rle"]) for x in entry["detections"]])
             assert np.array_equal(decoded.astype(bool), inst.pred_masks.numpy())
             union = int(inst.pred_masks.any(dim=0).sum())
             assert entry["lesion_area_px"] == union
@@ -276,7 +279,8 @@ def test_predict_tool_report_matches_predictions(checkpoints, shared_data, tmp_p
             )
             assert entry["class_probabilities"] is None
         summary = report["summary"]
-        assert summary["lesion_count"] == sum(len(p.instances) for p in expected)
+        assert summary["detection_count"] == sum(len(p.instances) for p in expected)
+        assert summary["lesion_count"] == len(report["lesions"])
         assert summary["lesion_area_px"] == sum(s["lesion_area_px"] for s in report["slices"])
         with_lesions = sum(1 for p in expected if len(p.instances))
         assert summary["fraction_slices_with_lesions"] == pytest.approx(
@@ -359,6 +363,15 @@ def test_predict_tool_mixed_series_and_classifier(checkpoints, shared_data, tmp_
         assert scan_class["rule"] == "majority" and scan_class["class"] == max(probs, key=probs.get)
         assert scan_class["probabilities"] == pytest.approx(probs)
         assert report["settings"]["classifier"]["weights"] == cls_weights
+        seg = pydicom.dcmread(os.path.join(os.path.dirname(path), "lesions_seg.dcm"))
+        assert report["outputs"]["dicom_seg"]["file"] == "lesions_seg.dcm"
+        (source,) = seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence
+        uid = report["scan"]["series_uid"]
+        assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == uid
+        assert (
+            source.ReferencedSOPInstanceUID
+            == pydicom.dcmread(os.path.join(mixed, entry["name"])).SOPInstanceUID
+        )
     assert len(uids) == 2
 
 
@@ -374,8 +387,34 @@ def test_predict_tool_on_nifti(checkpoints, shared_data, tmp_path):
     (entry,) = report["slices"]
     assert entry["name"] == "chest.nii.gz[0]"
     (expected,) = make_predictor(checkpoints)(scan.pixels, True)
-    assert entry["lesion_count"] == len(expected.instances)
+    assert entry["detection_count"] == len(expected.instances)
     assert entry["lesion_area_mm2"] == pytest.approx(entry["lesion_area_px"] * 0.390625, abs=1e-3)
+    # the label map lies on the input's grid; its values are the lesion ids of the report
+    mask = nib.load(os.path.join(os.path.dirname(path), "lesions.nii.gz"))
+    source = nib.load(volume)
+    assert mask.shape == source.shape and np.allclose(mask.affine, source.affine)
+    ids = set(np.unique(np.asarray(mask.dataobj)).tolist()) - {0}
+    assert ids == {x["id"] for x in report["lesions"]}
+    assert int((np.asarray(mask.dataobj) > 0).sum()) == entry["lesion_area_px"]
+    assert report["outputs"]["dicom_seg"]["file"] is None
+    # the report's top: pseudonymous name, model card with the weights' hash, date; files 0644
+    import hashlib
+    import stat
+
+    assert report["scan"]["source"] == "chest.nii.gz"
+    card = report["settings"]["model_card"]
+    weights = checkpoints["seg"][1]
+    assert card["weights_sha256"] == hashlib.sha256(open(weights, "rb").read()).hexdigest()
+    assert card["name"] == "seg" and card["training_data"] is None
+    page = open(os.path.join(os.path.dirname(path), "report.html"), encoding="utf-8").read()
+    assert "Lesion report: chest.nii.gz<" in page and str(tmp_path) not in page
+    assert card["weights_sha256"][:16] in page and report["settings"]["created"] in page
+    umask = os.umask(0)
+    os.umask(umask)
+    folder = os.path.dirname(path)
+    for name in ("report.json", "report.html", "lesions.nii.gz"):
+        assert stat.S_IMODE(os.stat(os.path.join(folder, name)).st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE(os.stat(folder).st_mode) == 0o777 & ~umask
 
 
 def test_analysis_panel_layout(checkpoints, shared_data):

@@ -3,7 +3,8 @@
 
 Inputs: PNG/JPG slices or folders of them, DICOM files, DICOM series folders, NIfTI volumes.
 For each scan, writes under ``--output/<scan>/``: ``report.json`` (schema in docs/PREDICT.md),
-``report.html`` (self-contained) and ``panels/`` (per-slice analysis figures, PNG). The folder
+``report.html`` (self-contained), ``panels/`` (per-slice analysis figures, PNG), the lesion
+label map ``lesions.nii.gz`` and, for DICOM input, the DICOM SEG ``lesions_seg.dcm``. The folder
 is written beside its place and swapped in when complete; an existing one is replaced only with
 ``--overwrite``.
 
@@ -14,7 +15,16 @@ is written beside its place and swapped in when complete; an existing one is rep
 
 Options: ``--help``; the code: ct_lesion_d2/analysis/predict.py.
 """
-from ct_lesion_d2.analysis.predict import main
+import warnings
+
+# Importing Detectron2 calls torch.jit.script, which torch 2.14 deprecates: a notice about our
+# dependencies, not the user's run, filtered before the package is imported (the others are
+# filtered by main(), ct_lesion_d2.utils.cli.quiet_third_party_warnings).
+warnings.filterwarnings(
+    "ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning
+)
+
+from ct_lesion_d2.analysis.predict import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

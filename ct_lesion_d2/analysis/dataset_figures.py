@@ -17,16 +17,14 @@ import sys
 
 import numpy as np
 from detectron2.data import DatasetCatalog
-from detectron2.utils.logger import setup_logger
 from tqdm import tqdm
 
 from ..data.datasets.metadata import lesion_metadata
 from ..data.io import DatasetFormatError
 from ..data.readers import read_scan
-from ..engine.predictor import CTLesionPredictor
 from ..utils.files import write_json_atomic
 from ..visualization.analysis import TOP_ROIS, save_slice_figures
-from .predict import add_model_arguments, build_configs
+from .predict import add_model_arguments, build_configs, load_predictor, setup_console
 
 logger = logging.getLogger("ct_lesion_d2.analyze")
 
@@ -102,9 +100,9 @@ def analyze_records(predictor, records, output, metadata, batch_size=4):
                     "class_id": record.get("class_id"),
                     "predicted_lesions": len(prediction.instances),
                     "lesion_scores": [round(float(s), 5) for s in prediction.instances.scores],
-                    "class_probabilities": None
-                    if probs is None
-                    else [round(float(p), 6) for p in probs],
+                    "class_probabilities": (
+                        None if probs is None else [round(float(p), 6) for p in probs]
+                    ),
                     "roi_batch": _roi_summary(prediction),
                     "panel": os.path.relpath(saved["panel"][0], output),
                     "roi_figure": os.path.relpath(saved["rois"][0], output),
@@ -115,8 +113,7 @@ def analyze_records(predictor, records, output, metadata, batch_size=4):
 
 def main(argv=None):
     args = parse_args(argv)
-    setup_logger(name="ct_lesion_d2")
-    logging.getLogger("PIL").setLevel(logging.WARNING)
+    setup_console(args.verbose)
     if os.path.isdir(args.output) and os.listdir(args.output) and not args.overwrite:
         sys.exit(
             f"error: {args.output} exists and is not empty; pass --overwrite or another --output"
@@ -130,7 +127,7 @@ def main(argv=None):
     except DatasetFormatError as e:
         sys.exit(f"error: {e}")
     records = records[: args.max_slices] if args.max_slices else records
-    predictor = CTLesionPredictor(cfg, classifier_cfg)
+    predictor = load_predictor(args, cfg, classifier_cfg)
     try:
         entries = analyze_records(
             predictor, records, args.output, lesion_metadata(cfg), args.batch_size
@@ -143,9 +140,11 @@ def main(argv=None):
         "num_slices": len(entries),
         "ground_truth_lesions": sum(e["ground_truth_lesions"] for e in entries),
         "predicted_lesions": sum(e["predicted_lesions"] for e in entries),
-        f"mean_confidence_top{TOP_ROIS}": float(np.mean([t for t in top if t is not None]))
-        if any(t is not None for t in top)
-        else None,
+        f"mean_confidence_top{TOP_ROIS}": (
+            float(np.mean([t for t in top if t is not None]))
+            if any(t is not None for t in top)
+            else None
+        ),
         "confidence_threshold": cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
         "class_names": predictor.class_names,
     }

@@ -12,6 +12,8 @@ import json
 import numpy as np
 from PIL import Image
 
+from .report_sections import header_html, lesion_table_html
+
 __all__ = ["png_bytes", "render_scan_html"]
 
 _STYLE = """
@@ -71,7 +73,9 @@ def render_scan_html(report, figures):
         ("size (height x width)", f"{scan['height']} x {scan['width']}"),
         ("input", html.escape(scan["input_units"])),
         ("pixel spacing (mm)", _fmt(" x ".join(f"{v:.3f}" for v in spacing) if spacing else None)),
-        ("lesions (summed over slices)", _fmt(summary["lesion_count"])),
+        ("lesions (connected regions)", _fmt(summary["lesion_count"])),
+        ("lesion volume (mL)", _fmt(summary.get("lesion_volume_ml"), 3)),
+        ("detected instances", _fmt(summary.get("detection_count"))),
         ("lesion area (pixels)", _fmt(summary["lesion_area_px"])),
         ("lesion area (mm²)", _fmt(summary["lesion_area_mm2"], 1)),
         (
@@ -109,7 +113,9 @@ def render_scan_html(report, figures):
         )
         rows.append(
             f"<tr{css}><td>{link}</td><td class='name'>{html.escape(s['name'])}</td>"
-            f"<td>{s['lesion_count']}</td><td>{s['lesion_area_px']}</td>"
+            f"<td>{s['lesion_count']}</td>"
+            f"<td>{', '.join(map(str, s.get('lesion_ids', []))) or '&ndash;'}</td>"
+            f"<td>{s['lesion_area_px']}</td>"
             f"<td>{_fmt(s['lesion_area_mm2'], 1)}</td>"
             f"<td>{_fmt(s['predicted_class'])}</td>{probs}</tr>"
         )
@@ -129,11 +135,12 @@ def render_scan_html(report, figures):
 <h1>{html.escape(title)}</h1>
 <p class="note">Research software output (ct-lesion-d2); not a medical device and not a
 diagnosis.</p>
+{header_html(report)}
 <h2>Scan</h2><table class="overview">{_rows(overview)}</table>
-<p class="note">{html.escape(summary["lesion_count_note"])}.</p>
+{lesion_table_html(report)}
 <h2>Slices</h2>
-<table><tr><th>#</th><th class="name">slice</th><th>lesions</th><th>area (px)</th>
-<th>area (mm&sup2;)</th><th>class</th>{head}</tr>{"".join(rows)}</table>
+<table><tr><th>#</th><th class="name">slice</th><th>lesions</th><th>lesion ids</th>
+<th>area (px)</th><th>area (mm&sup2;)</th><th>class</th>{head}</tr>{"".join(rows)}</table>
 <h2>Slice figures</h2>
 <p class="note">Each slice: the predicted lesions (boxes, masks, class, confidence), the combined
 raw mask score map (logits of every RoI pasted into its box before the sigmoid, largest value

@@ -4,9 +4,10 @@ The command line of ``tools/predict.py``.
 
 Inputs: PNG/JPG slices or folders of them, DICOM files, DICOM series folders, NIfTI volumes.
 For each scan, writes under ``--output/<scan>/``: ``report.json`` (schema in docs/PREDICT.md),
-``report.html`` (self-contained) and ``panels/`` (per-slice analysis figures, PNG). The folder
-is written beside its place and swapped in when complete; an existing one is replaced only with
-``--overwrite``.
+``report.html`` (self-contained), ``panels/`` (per-slice analysis figures, PNG), the lesion
+label map ``lesions.nii.gz`` on the input's grid and, for DICOM input, the DICOM SEG
+``lesions_seg.dcm`` referencing the source slices. The folder is written beside its place and
+swapped in when complete; an existing one is replaced only with ``--overwrite``.
 
     python tools/predict.py --config-file configs/mask_rcnn_R18_T1_FPN1_medseg100_cpu.yaml \\
         --weights output/.../model_final.pth --input scans/patient1/ ct.nii.gz --output reports
@@ -24,10 +25,16 @@ from detectron2.utils.logger import setup_logger
 from .. import __version__
 from ..data.datasets.metadata import lesion_metadata
 from ..data.io import DatasetFormatError
+from ..data.readers.image_input import UNITS, ImageInputOptions
 from ..engine.predictor import CTLesionPredictor, build_predict_config
+from ..engine.weights_check import WeightsError, build_checked_model
+from ..utils.cli import config_error_line, positive_int, probability, quiet_third_party_warnings
 from ..utils.files import StagedFolder, atomic_write, recover_folder, write_json_atomic
 from ..visualization.analysis import save_slice_figures
 from .html_report import png_bytes, render_scan_html
+from .lesions import find_lesions
+from .mask_export import export_lesion_masks
+from .model_card import apply_umask, model_card, now_utc, pseudonymous_source
 from .scan_plan import plan_scans, safe_name, select_panels, strip_extension
 from .scan_report import AGGREGATION_RULES, build_scan_report
 
@@ -44,26 +51,71 @@ def add_model_arguments(parser):
     )
     parser.add_argument(
         "--confidence-threshold",
-        type=float,
+        type=probability,
         default=0.5,
         help="lowest lesion confidence kept (MODEL.ROI_HEADS.SCORE_THRESH_TEST)",
     )
     parser.add_argument("--device", help="cpu, cuda, cuda:N (default: the config's MODEL.DEVICE)")
-    parser.add_argument("--batch-size", type=int, default=4, help="slices per forward pass")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=4, help="slices per forward pass"
+    )
+    parser.add_argument(
+        "--verbose", action="store_true", help="also show DEBUG lines (key lists, settings)"
+    )
 
 
 def build_configs(args):
     """The segmentation config and, with ``--classifier-config``, the classifier's (on the
-    segmenter's device), from the options of :func:`add_model_arguments` and ``--opts``."""
-    cfg = build_predict_config(
-        args.config_file, args.weights, args.opts, args.device, args.confidence_threshold
-    )
-    classifier_cfg = None
-    if args.classifier_config:
-        classifier_cfg = build_predict_config(
-            args.classifier_config, args.classifier_weights, device=cfg.MODEL.DEVICE
+    segmenter's device), from the options of :func:`add_model_arguments` and the KEY VALUE
+    overrides. A missing file, an unknown key (with the closest valid one) or a classifier
+    config given as the segmenter's stop with one line."""
+    current = args.config_file
+    try:
+        cfg = build_predict_config(
+            args.config_file, args.weights, args.opts, args.device, args.confidence_threshold
+        )
+        classifier_cfg = None
+        if args.classifier_config:
+            current = args.classifier_config
+            classifier_cfg = build_predict_config(
+                args.classifier_config, args.classifier_weights, device=cfg.MODEL.DEVICE
+            )
+    except (KeyError, AssertionError, ValueError, TypeError, FileNotFoundError) as e:
+        line = config_error_line(e, current)
+        if line is None:
+            raise
+        sys.exit(f"error: {line}")
+    if not cfg.MODEL.MASK_ON:
+        sys.exit(
+            f"error: {args.config_file}: a {cfg.MODEL.META_ARCHITECTURE} config without masks "
+            "(MODEL.MASK_ON False); give a segmentation config as --config-file and a classifier "
+            "config as --classifier-config"
         )
     return cfg, classifier_cfg
+
+
+def load_predictor(args, cfg, classifier_cfg):
+    """The predictor of :func:`build_configs`' configs, its weights checked against each model
+    (``build_checked_model``); weights that do not fit stop with one line."""
+    try:
+        segmenter = build_checked_model(cfg, args.config_file)
+        classifier = (
+            build_checked_model(classifier_cfg, args.classifier_config) if classifier_cfg else None
+        )
+    except WeightsError as e:
+        sys.exit(f"error: {e}")
+    return CTLesionPredictor(cfg, classifier_cfg, models=(segmenter, classifier))
+
+
+def setup_console(verbose):
+    """Detectron2's logger for the package; the terminal shows INFO and above, unless
+    ``verbose`` (``--verbose``)."""
+    for handler in setup_logger(name="ct_lesion_d2").handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(
+            handler, logging.FileHandler
+        ):
+            handler.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("PIL").setLevel(logging.WARNING)
 
 
 def parse_args(argv=None):
@@ -78,6 +130,18 @@ def parse_args(argv=None):
         choices=sorted(AGGREGATION_RULES),
         default="mean",
         help="scan-level class rule (needs a classifier)",
+    )
+    parser.add_argument(
+        "--input-units",
+        choices=UNITS,
+        default="windowed",
+        help="image slices: 'windowed' 8-bit slices (16-bit and float refused) or 'hu' "
+        "16-bit/float slices holding HU + --hu-offset",
+    )
+    parser.add_argument(
+        "--hu-offset",
+        type=float,
+        help="with --input-units hu: the offset the exporter added (1024 for HU + 1024)",
     )
     parser.add_argument("--series-uid", help="the series to read from a folder of several")
     parser.add_argument(
@@ -97,16 +161,31 @@ def parse_args(argv=None):
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
+        "--full-paths",
+        action="store_true",
+        help="name the input by its full path in the report (default: its base name only, "
+        "since paths often hold patient IDs)",
+    )
+    parser.add_argument(
         "opts",
         nargs=argparse.REMAINDER,
         help="segmentation config overrides, KEY VALUE pairs (after the options)",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.hu_offset is not None and args.input_units != "hu":
+        parser.error("--hu-offset needs --input-units hu")
+    return args
 
 
 def write_scan_report(predictor, scan, folder, args, metadata, settings):
     """Predict one scan and write its JSON, panels and HTML page into ``folder``."""
     predictions = predictor.predict_scan(scan, args.batch_size, progress=not args.no_progress)
+    lesions = find_lesions(
+        [p.instances for p in predictions],
+        score_threshold=settings["confidence_threshold"],
+        spacing_mm=scan.spacing_mm,
+        positions_mm=scan.positions_mm,
+    )
     report = build_scan_report(
         scan,
         predictions,
@@ -114,6 +193,15 @@ def write_scan_report(predictor, scan, folder, args, metadata, settings):
         class_names=predictor.class_names,
         rule=args.aggregation,
         settings=settings,
+        lesions=lesions,
+    )
+    report["scan"]["source"] = pseudonymous_source(scan.source, args.full_paths)
+    report["outputs"] = export_lesion_masks(
+        scan,
+        lesions.labels,
+        folder,
+        software_version=__version__,
+        model_name=os.path.splitext(os.path.basename(args.config_file))[0],
     )
     panels = os.path.join(folder, "panels")
     os.makedirs(panels, exist_ok=True)
@@ -156,6 +244,8 @@ def _settings(args, cfg, classifier_cfg):
 
     return {
         "ct_lesion_d2_version": __version__,
+        "created": now_utc(),
+        "model_card": model_card(args.config_file, cfg.MODEL.WEIGHTS),
         "segmenter": model(cfg, args.config_file),
         "classifier": model(classifier_cfg, args.classifier_config),
         "device": cfg.MODEL.DEVICE,
@@ -164,17 +254,43 @@ def _settings(args, cfg, classifier_cfg):
         "roi_batch_size": (classifier_cfg or cfg).MODEL.CT_CLASSIFIER.BATCH_DETECTIONS,
         "aggregation": args.aggregation,
         "batch_size": args.batch_size,
+        "image_input": {"units": args.input_units, "hu_offset": args.hu_offset},
     }
 
 
 def main(argv=None):
+    """Run the tool; returns the reports written. Ctrl-C stops with the list of complete ones."""
+    quiet_third_party_warnings()
     args = parse_args(argv)
-    setup_logger(name="ct_lesion_d2")
-    logging.getLogger("PIL").setLevel(logging.WARNING)
+    setup_console(args.verbose)
     if args.classifier_weights and not args.classifier_config:
         sys.exit("error: --classifier-weights needs --classifier-config")
+    if os.path.exists(args.output) and not os.path.isdir(args.output):
+        sys.exit(f"error: --output {args.output} is a file; give a folder (made if missing)")
+    reports = []
     try:
-        plan = plan_scans(args.input, args.series_uid, args.all_series)
+        return _run(args, reports)
+    except KeyboardInterrupt:
+        kept = ", ".join(reports) if reports else "none"
+        print(
+            f"interrupted: {len(reports)} complete reports kept ({kept}); the scan in "
+            "progress left nothing",
+            file=sys.stderr,
+        )
+        sys.exit(130)
+
+
+def _run(args, reports):
+    """:func:`main` after the checks of its arguments; appends each complete report to
+    ``reports`` as it is written."""
+    cfg, classifier_cfg = build_configs(args)
+    image_options = ImageInputOptions(
+        units=args.input_units,
+        hu_offset=args.hu_offset,
+        model_size=(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST),
+    )
+    try:
+        plan = plan_scans(args.input, args.series_uid, args.all_series, image_options)
     except DatasetFormatError as e:
         sys.exit(f"error: {e}")
     folders = [os.path.join(args.output, name) for name, _ in plan]
@@ -184,10 +300,8 @@ def main(argv=None):
     taken = [f for f in folders if os.path.isdir(f) and os.listdir(f)]
     if taken and not args.overwrite:
         sys.exit(f"error: {', '.join(taken)} exist and are not empty; pass --overwrite")
-    cfg, classifier_cfg = build_configs(args)
-    predictor = CTLesionPredictor(cfg, classifier_cfg)
+    predictor = load_predictor(args, cfg, classifier_cfg)
     metadata, settings = lesion_metadata(cfg), _settings(args, cfg, classifier_cfg)
-    reports = []
     for (name, reader), folder in zip(plan, folders):
         try:
             scan = reader()
@@ -195,9 +309,13 @@ def main(argv=None):
             sys.exit(f"error: {e}")
         # Written beside the scan's folder and swapped in when complete: an interruption
         # leaves the previous report (or none), never a mix.
-        with StagedFolder(folder) as staged:
-            report = write_scan_report(predictor, scan, staged.path, args, metadata, settings)
-            staged.commit()
+        try:
+            with StagedFolder(folder) as staged:
+                report = write_scan_report(predictor, scan, staged.path, args, metadata, settings)
+                apply_umask(staged.path)
+                staged.commit()
+        except OSError as e:  # read-only or full disk, permissions
+            sys.exit(f"error: {folder}: cannot write the report ({e.strerror or e})")
         s = report["summary"]
         scan_class = s["scan_class"]["class"] if s["scan_class"] else "n/a (no classifier)"
         logger.info(

@@ -42,9 +42,10 @@ def safe_name(name):
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "scan"
 
 
-def plan_scans(inputs, series_uid=None, all_series=False):
+def plan_scans(inputs, series_uid=None, all_series=False, image_options=None):
     """(output name, reader) per scan. A DICOM folder of several series gives one scan per
-    series with ``all_series``; otherwise reading it refuses with the list of series.
+    series with ``all_series``; otherwise reading it refuses with the list of series. Image
+    slices are read with ``image_options`` (``ImageInputOptions``).
 
     Raises:
         DatasetFormatError: an input that does not exist.
@@ -53,7 +54,7 @@ def plan_scans(inputs, series_uid=None, all_series=False):
     for path in inputs:
         if not os.path.exists(path):
             raise DatasetFormatError(path, "input not found")
-        readers = [(_scan_name(path), lambda p=path: read_scan(p, series_uid))]
+        readers = [(_scan_name(path), lambda p=path: read_scan(p, series_uid, image_options))]
         if all_series and os.path.isdir(path) and folder_kind(path) == "dicom":
             series = list_dicom_series(path)
             if len(series) > 1:

@@ -7,9 +7,11 @@ documented in docs/PREDICT.md and carried in the ``schema`` field.
 import numpy as np
 from pycocotools import mask as mask_util
 
+from .lesions import find_lesions
+
 __all__ = ["AGGREGATION_RULES", "SCHEMA", "aggregate_classes", "build_scan_report"]
 
-SCHEMA = "ct_lesion_d2.scan_report/1"
+SCHEMA = "ct_lesion_d2.scan_report/2"
 
 AGGREGATION_RULES = {
     "mean": "scan class probabilities are the mean of the slice class probabilities over all "
@@ -60,16 +62,16 @@ def _encode(mask):
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
-def _slice_entry(index, name, prediction, pixel_area, class_names, thing_classes):
+def _slice_entry(index, name, prediction, pixel_area, class_names, thing_classes, lesion_ids):
     inst = prediction.instances
     masks = inst.pred_masks.numpy().astype(bool)
     union = masks.any(axis=0) if len(masks) else None
     area_px = int(union.sum()) if union is not None else 0
-    lesions = []
+    detections = []
     for i in range(len(inst)):
         class_id = int(inst.pred_classes[i])
         lesion_px = int(masks[i].sum())
-        lesions.append(
+        detections.append(
             {
                 "score": _round(inst.scores[i]),
                 "class_id": class_id,
@@ -85,10 +87,12 @@ def _slice_entry(index, name, prediction, pixel_area, class_names, thing_classes
     entry = {
         "index": index,
         "name": name,
-        "lesion_count": len(inst),
+        "lesion_count": len(lesion_ids),
+        "lesion_ids": lesion_ids,
         "lesion_area_px": area_px,
         "lesion_area_mm2": _round(area_px * pixel_area, 3) if pixel_area else None,
-        "lesions": lesions,
+        "detection_count": len(inst),
+        "detections": detections,
         "class_probabilities": None,
         "predicted_class": None,
         "roi_batch": {
@@ -108,13 +112,22 @@ def _slice_entry(index, name, prediction, pixel_area, class_names, thing_classes
 
 
 def build_scan_report(
-    scan, predictions, *, thing_classes, class_names=None, rule="mean", settings=None
+    scan,
+    predictions,
+    *,
+    thing_classes,
+    class_names=None,
+    rule="mean",
+    settings=None,
+    lesions=None,
 ):
     """The JSON-ready report of one scan.
 
-    Lesions are counted per slice (a lesion crossing several slices counts once in each); the
-    lesion area of a slice is the union of its lesion masks; the scan's area is the sum over
-    slices. Areas in mm^2 need the pixel spacing (None where the input has none).
+    Lesions are connected regions of the union of the masks (joined across neighbouring slices
+    of a volume, see :mod:`ct_lesion_d2.analysis.lesions`), never instances, which are listed
+    per slice as ``detections``. The lesion area of a slice is the area of that union; the
+    scan's area is the sum over slices. Areas in mm^2 and volumes in mL need the spacing (None
+    where the input has none).
 
     Args:
         scan (Scan): the scan that was predicted.
@@ -122,7 +135,9 @@ def build_scan_report(
         thing_classes (list[str]): lesion class names of the segmenter.
         class_names (list[str] or None): classifier classes; None when no classifier ran.
         rule (str): scan-level aggregation rule (``AGGREGATION_RULES``).
-        settings (dict or None): stored as ``settings`` (models, thresholds, device ...).
+        settings (dict or None): stored as ``settings`` (models, thresholds, device ...); its
+            ``confidence_threshold`` is the score threshold of the lesion union.
+        lesions (LesionTable or None): from :func:`find_lesions`; computed when None.
 
     Returns:
         dict: see docs/PREDICT.md.
@@ -130,8 +145,17 @@ def build_scan_report(
     if len(predictions) != scan.num_slices:
         raise ValueError(f"{len(predictions)} predictions for {scan.num_slices} slices")
     pixel_area = scan.pixel_area_mm2
+    if lesions is None:
+        lesions = find_lesions(
+            [p.instances for p in predictions],
+            score_threshold=(settings or {}).get("confidence_threshold", 0.0),
+            spacing_mm=scan.spacing_mm,
+            positions_mm=scan.positions_mm,
+        )
     slices = [
-        _slice_entry(i, name, p, pixel_area, class_names, thing_classes)
+        _slice_entry(
+            i, name, p, pixel_area, class_names, thing_classes, lesions.slice_lesion_ids(i)
+        )
         for i, (name, p) in enumerate(zip(scan.slice_names, predictions))
     ]
     if scan.positions_mm is not None:
@@ -141,9 +165,16 @@ def build_scan_report(
     area_px = sum(s["lesion_area_px"] for s in slices)
     summary = {
         "num_slices": scan.num_slices,
-        "lesion_count": sum(s["lesion_count"] for s in slices),
-        "lesion_count_note": "lesions summed over slices: a lesion seen on several slices "
-        "counts once per slice",
+        "lesion_count": len(lesions.lesions),
+        "lesion_count_note": lesions.note,
+        "lesions_joined_3d": lesions.joined_3d,
+        "slice_spacing_mm": _round(lesions.slice_spacing_mm, 4),
+        "lesion_volume_ml": (
+            _round(sum(x["volume_ml"] for x in lesions.lesions), 6)
+            if lesions.joined_3d and pixel_area
+            else None
+        ),
+        "detection_count": sum(s["detection_count"] for s in slices),
         "lesion_area_px": area_px,
         "lesion_area_mm2": _round(area_px * pixel_area, 3) if pixel_area else None,
         "slices_with_lesions": with_lesions,
@@ -171,10 +202,12 @@ def build_scan_report(
             "spacing_mm": list(scan.spacing_mm) if scan.spacing_mm else None,
             "slice_thickness_mm": scan.slice_thickness_mm,
             "orientation": scan.orientation,
+            "input_notes": list(scan.notes),
         },
         "settings": settings or {},
         "lesion_classes": list(thing_classes),
         "image_classes": list(class_names) if class_names else None,
         "summary": summary,
+        "lesions": lesions.lesions,
         "slices": slices,
     }

@@ -15,7 +15,6 @@ from typing import Optional
 import numpy as np
 import torch
 from detectron2.data import transforms as T
-from detectron2.modeling import build_model
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Instances
 from tqdm import tqdm
@@ -29,7 +28,7 @@ from ..modeling.meta_arch.covid_ct_mask_net import (
     rescaled_roi_boxes,
     roi_batch_options,
 )
-from ..modeling.meta_arch.segmentation_weights import load_model_weights
+from .weights_check import build_checked_model
 
 __all__ = ["CTLesionPredictor", "SlicePrediction", "build_predict_config"]
 
@@ -61,14 +60,8 @@ class SlicePrediction:
 
 
 def _load(cfg):
-    model = build_model(cfg)
-    model.eval()
-    if not cfg.MODEL.WEIGHTS:
-        raise ValueError(
-            f"{cfg.MODEL.META_ARCHITECTURE}: MODEL.WEIGHTS is empty; give a trained checkpoint"
-        )
-    load_model_weights(model, cfg)
-    return model
+    # weights that do not fit the model stop here (WeightsError), never load partly
+    return build_checked_model(cfg)
 
 
 class CTLesionPredictor:

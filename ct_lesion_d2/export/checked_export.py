@@ -36,6 +36,7 @@ from ..data.io import DatasetFormatError
 from ..data.mappers import CTLesionDatasetMapper
 from ..data.readers import list_image_files
 from ..engine.trainer import CTLesionTrainer
+from ..engine.weights_check import WeightsError, load_checked_weights
 from ..modeling.meta_arch import is_classifier_config as is_classifier
 from ..modeling.meta_arch import load_model_weights
 from ..utils.files import write_json_atomic
@@ -118,9 +119,17 @@ def setup(args):
     return cfg
 
 
-def load_model(cfg):
+def load_model(cfg, config_file=None):
+    """The model of ``cfg`` in eval mode: ``MODEL.WEIGHTS`` checked against it (weights that
+    do not fit stop with one line), else ``load_model_weights``' fallbacks (a classifier's
+    detector from ``SEGMENTATION_WEIGHTS``, or a random segmenter with a warning)."""
     model = build_model(cfg)
-    if not load_model_weights(model, cfg) and not is_classifier(cfg):
+    if cfg.MODEL.WEIGHTS:
+        try:
+            load_checked_weights(model, cfg.MODEL.WEIGHTS, config_file)
+        except WeightsError as e:
+            sys.exit(f"error: {e}")
+    elif not load_model_weights(model, cfg) and not is_classifier(cfg):
         logger.warning("MODEL.WEIGHTS is empty: exporting a randomly initialised segmenter")
     return model.eval()
 
@@ -239,7 +248,7 @@ def main(argv=None):
             raise SystemExit(f"error: {e}")
     else:
         inputs = dataset_inputs(cfg, args.eval_dataset, args.max_images)
-    model = load_model(cfg)
+    model = load_model(cfg, args.config_file)
     exports = export_all(model, cfg, args, inputs[0]["image"])
     reports = check_exports(model, exports, inputs, classifier)
     print_summary(reports, classifier)

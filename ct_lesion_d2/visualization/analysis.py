@@ -121,7 +121,7 @@ def draw_analysis_panel(
     _show(
         axes[0],
         draw_predictions(rgb, instances, metadata, score_threshold),
-        f"prediction ({len(instances)} lesions)",
+        f"prediction ({len(instances)} detected instances)",
     )
 
     logits = combined_mask_logits(

@@ -73,13 +73,15 @@ def folder_kind(folder):
     return "images" if images else "dicom"
 
 
-def read_scan(path, series_uid=None):
+def read_scan(path, series_uid=None, image_options=None):
     """Read whatever ``path`` is: a NIfTI volume, an image slice, a DICOM file, a folder of
     DICOM slices (one series) or a folder of image slices.
 
     Args:
         path (str): file or folder.
         series_uid (str or None): for a DICOM folder holding several series.
+        image_options (ImageInputOptions or None): for image slices, see
+            :func:`read_image_slices`.
 
     Returns:
         Scan
@@ -90,7 +92,7 @@ def read_scan(path, series_uid=None):
     path = str(path)
     if os.path.isdir(path):
         if folder_kind(path) == "images":
-            return read_image_slices(path)
+            return read_image_slices(path, image_options)
         return read_dicom_series(path, series_uid)
     if not os.path.exists(path):
         raise DatasetFormatError(path, "file or folder not found")
@@ -98,5 +100,5 @@ def read_scan(path, series_uid=None):
     if lower.endswith(NIFTI_EXTENSIONS):
         return read_nifti(path)
     if lower.endswith(IMAGE_EXTENSIONS):
-        return read_image_slices(path)
+        return read_image_slices(path, image_options)
     return read_dicom_file(path)

@@ -192,8 +192,12 @@ def list_image_files(folder):
     return sorted(paths, key=lambda p: _natural_key(os.path.basename(p)))
 
 
-def read_image_slices(path_or_folder):
+def read_image_slices(path_or_folder, options=None):
     """Read an 8-bit slice, or a folder of them (natural file-name order), as one scan.
+
+    With ``options`` (:class:`~ct_lesion_d2.data.readers.image_input.ImageInputOptions`), as
+    ``tools/predict.py`` reads them: 16-bit and float slices refused unless their convention
+    is stated, small slices refused, very large ones downscaled (``read_image_scan``).
 
     The images are taken as already windowed (``is_hu`` False), read grey as in training
     (``read_grey_image``: colour becomes luminance). Every slice of a folder must have the
@@ -206,6 +210,10 @@ def read_image_slices(path_or_folder):
         paths = list_image_files(path_or_folder)
     else:
         paths = [path_or_folder]
+    if options is not None:
+        from .image_input import read_image_scan
+
+        return read_image_scan(paths, path_or_folder, options)
     slices = []
     for path in paths:
         image = read_grey_image(path)

@@ -19,7 +19,7 @@ useful window, so padding becomes black after windowing, as it is in the 8-bit d
 All failures raise :class:`DatasetFormatError` whose message names the offending file.
 """
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
 import numpy as np
@@ -53,6 +53,8 @@ class Scan:
         padding_mask (np.ndarray or None): (S, H, W) bool, True outside the field of view.
         orientation (str): "axial" (radiological view) or "as stored" (not axis-aligned axial).
         modality (str or None): DICOM Modality, when given.
+        notes (list[str]): what the reader did to the pixels beyond reading them (a stated
+            intensity convention, a downscale ...), for the report.
     """
 
     pixels: np.ndarray
@@ -66,6 +68,7 @@ class Scan:
     padding_mask: Optional[np.ndarray] = None
     orientation: str = "axial"
     modality: Optional[str] = None
+    notes: List[str] = field(default_factory=list)
 
     def __post_init__(self):
         self.pixels = np.asarray(self.pixels, dtype=np.float32)
