@@ -12,6 +12,8 @@ setup(
     description="COVID-19 lesion segmentation and CT classification on Detectron2",
     python_requires=">=3.9",
     packages=find_packages(exclude=("tests", "tools", "configs")),
+    # the model zoo's trained weights (ct_lesion_d2/model_zoo.py, docs/MODEL_ZOO.md)
+    package_data={"ct_lesion_d2": ["zoo_files/*.pth"]},
     install_requires=["numpy", "scipy", "Pillow", "pycocotools", "matplotlib", "tqdm"],
     extras_require={"test": ["pytest"]},
 )

@@ -79,8 +79,20 @@ def get_config(name, opts=()):
 ZOO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zoo_files")
 # The model the tools use when no weights are given.
 DEFAULT_ZOO_MODEL = "ct_lesion_R18_T1_realct"
-# name -> config file, weights file under ZOO_DIR and its sha256
-ZOO_MODELS = OrderedDict()
+# name -> config file, weights file under ZOO_DIR, its sha256 and the data it was trained on
+ZOO_MODELS = OrderedDict(
+    [
+        (
+            "ct_lesion_R18_T1_realct",
+            {
+                "config": "mask_rcnn_R18_T1_FPN1_realct_cpu.yaml",
+                "file": "ct_lesion_R18_T1_realct.pth",
+                "sha256": "5c839b75e9322df50b630d489d82d6eb99787b4a9962722a4319c3e3957ef063",
+                "training_data": "medseg100 (64 slices) + covid19_ct_seg (917 slices, 11 volumes)",
+            },
+        ),
+    ]
+)
 # Key of the zoo files' record of how they were made.
 ZOO_RECORD_KEY = "ct_lesion_d2"
 
@@ -165,6 +177,7 @@ def write_zoo_file(checkpoint, output, cfg, **record):
     }
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     atomic_write(output, lambda f: torch.save({"model": model, ZOO_RECORD_KEY: facts}, f))
+    os.chmod(output, 0o644)  # a file to ship and read, not a private temporary
     return file_sha256(output)
 
 

@@ -6,6 +6,7 @@ import pytest
 from detectron2.data import DatasetCatalog
 
 from ct_lesion_d2 import demo
+from ct_lesion_d2.model_zoo import DEFAULT_ZOO_MODEL
 
 
 def test_demo_runs_both_stages_and_prints_the_confusion_matrix(tmp_path, capsys):
@@ -31,6 +32,14 @@ def test_demo_runs_both_stages_and_prints_the_confusion_matrix(tmp_path, capsys)
     accuracy = 100.0 * sum(matrix[i][i] for i in range(len(matrix))) / len(seg_val)
     assert results["classification"]["accuracy"] == pytest.approx(accuracy)
     assert f"accuracy {accuracy:.1f}" in printed
+    # the zoo model's report on the real slice that ships with the project
+    report = json.loads(open(results["real_slice_report"]).read())
+    card = report["settings"]["model_card"]
+    assert card["name"] == DEFAULT_ZOO_MODEL and card["zoo_model"]
+    assert card["training_data"] == ["ct_lesion_medseg100_train", "ct_lesion_covid19_ct_seg_train"]
+    assert report["summary"]["lesion_count"] >= 1  # the slice shows bilateral ground glass
+    assert os.path.isfile(os.path.join(os.path.dirname(results["real_slice_report"]), "report.html"))
+    assert "demo real slice" in printed
 
 
 def test_demo_refuses_a_non_empty_output(tmp_path):

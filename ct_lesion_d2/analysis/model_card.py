@@ -27,6 +27,11 @@ def _training_data(path):
         return None
     if not isinstance(checkpoint, dict):
         return None
+    from ..model_zoo import ZOO_RECORD_KEY
+
+    record = checkpoint.get(ZOO_RECORD_KEY) or {}
+    if record.get("training_data"):
+        return list(record["training_data"])
     if checkpoint.get("training_data"):
         return list(checkpoint["training_data"])
     cfg = checkpoint.get("cfg")
@@ -42,15 +47,20 @@ def model_card(config_file, weights):
         weights (str): its checkpoint.
 
     Returns:
-        dict: ``name`` (config name), ``weights_file`` (base name), ``weights_sha256``,
-        ``training_data`` (dataset names, or None when the checkpoint does not record them),
-        ``created`` (UTC, ISO 8601, seconds).
+        dict: ``name`` (the zoo model's name when the weights are a zoo file, else the config
+        name), ``weights_file`` (base name), ``weights_sha256``, ``training_data`` (dataset
+        names, or None when the checkpoint does not record them), ``zoo_model`` (bool).
     """
+    from ..model_zoo import ZOO_MODELS
+
+    digest = _sha256(weights)
+    zoo = [name for name, entry in ZOO_MODELS.items() if entry["sha256"] == digest]
     return {
-        "name": os.path.splitext(os.path.basename(config_file))[0],
+        "name": zoo[0] if zoo else os.path.splitext(os.path.basename(config_file))[0],
         "weights_file": os.path.basename(weights),
-        "weights_sha256": _sha256(weights),
+        "weights_sha256": digest,
         "training_data": _training_data(weights),
+        "zoo_model": bool(zoo),
     }
 
 

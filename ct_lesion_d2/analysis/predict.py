@@ -34,6 +34,13 @@ from ..visualization.analysis import save_slice_figures
 from .html_report import png_bytes, render_scan_html
 from .lesions import find_lesions
 from .mask_export import export_lesion_masks
+from ..model_zoo import (
+    DEFAULT_ZOO_MODEL,
+    ZOO_MODELS,
+    ZooModelError,
+    config_path,
+    zoo_weights,
+)
 from .model_card import apply_umask, model_card, now_utc, pseudonymous_source
 from .scan_plan import plan_scans, safe_name, select_panels, strip_extension
 from .scan_report import AGGREGATION_RULES, build_scan_report
@@ -43,7 +50,12 @@ logger = logging.getLogger("ct_lesion_d2.predict")
 
 def add_model_arguments(parser):
     """The model options of predict.py and analyze.py (see :func:`build_configs`)."""
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="segmentation config")
+    parser.add_argument(
+        "--model", choices=list(ZOO_MODELS), metavar="NAME",
+        help=f"a model-zoo segmenter (docs/MODEL_ZOO.md; default {DEFAULT_ZOO_MODEL} when no "
+        "--config-file is given)",
+    )
+    parser.add_argument("--config-file", metavar="FILE", help="segmentation config")
     parser.add_argument("--weights", help="segmentation checkpoint (else MODEL.WEIGHTS)")
     parser.add_argument("--classifier-config", metavar="FILE", help="CTMaskNetClassifier config")
     parser.add_argument(
@@ -69,6 +81,19 @@ def build_configs(args):
     segmenter's device), from the options of :func:`add_model_arguments` and the KEY VALUE
     overrides. A missing file, an unknown key (with the closest valid one) or a classifier
     config given as the segmenter's stop with one line."""
+    if args.config_file is None:
+        if args.weights:
+            sys.exit("error: --weights needs the --config-file it was trained with (or use "
+                     "--model NAME for a model-zoo segmenter)")
+        args.model = args.model or DEFAULT_ZOO_MODEL
+        try:
+            args.weights = zoo_weights(args.model)
+        except ZooModelError as e:
+            sys.exit(f"error: {e}")
+        args.config_file = config_path(ZOO_MODELS[args.model]["config"])
+        logger.info("Model: zoo model %s (%s)", args.model, args.weights)
+    elif args.model:
+        sys.exit("error: give either --model (a zoo model) or --config-file, not both")
     current = args.config_file
     try:
         cfg = build_predict_config(

@@ -78,6 +78,17 @@ class CTLesionPredictor:
         predictions = predictor(scan.pixels[:4], scan.is_hu)
     """
 
+    @classmethod
+    def from_zoo(cls, name=None, classifier_cfg=None, *, opts=(), device=None,
+                 confidence_threshold=None):
+        """The predictor of a model-zoo segmenter (docs/MODEL_ZOO.md), its weights checked by
+        hash; ``name`` None is the default zoo model."""
+        from ..model_zoo import DEFAULT_ZOO_MODEL
+
+        cfg = build_predict_config(None, None, opts, device, confidence_threshold,
+                                   zoo_model=name or DEFAULT_ZOO_MODEL)
+        return cls(cfg, classifier_cfg)
+
     def __init__(self, cfg, classifier_cfg=None, models=None):
         """
         Args:
@@ -229,13 +240,15 @@ def _rescaled(batch, image_size, x):
 
 
 def build_predict_config(
-    config_file, weights=None, opts=(), device=None, confidence_threshold=None
+    config_file, weights=None, opts=(), device=None, confidence_threshold=None, zoo_model=None
 ):
     """A frozen inference config: project keys, the file, ``opts``, weights, device, threshold.
 
     Args:
-        config_file (str): YAML of a segmentation or classifier model.
+        config_file (str or None): YAML of a segmentation or classifier model; None with no
+            ``weights``: the model zoo's (``zoo_model``, else the default zoo segmenter).
         weights (str or None): checkpoint, overriding ``MODEL.WEIGHTS``.
+        zoo_model (str or None): a ``ZOO_MODELS`` name: its config and checked weights.
         opts (Sequence[str]): KEY VALUE overrides.
         device (str or None): "cpu", "cuda", "cuda:1" ...; None keeps ``MODEL.DEVICE``. CUDA
             falls back to the CPU with a warning where it is absent (``resolve_device``).
@@ -244,6 +257,13 @@ def build_predict_config(
     Returns:
         CfgNode
     """
+    if config_file is None or zoo_model:
+        from ..model_zoo import DEFAULT_ZOO_MODEL, ZOO_MODELS, zoo_weights
+
+        if config_file is not None or weights:
+            raise ValueError("give a zoo model or a config file and weights, not both")
+        zoo_model = zoo_model or DEFAULT_ZOO_MODEL
+        config_file, weights = ZOO_MODELS[zoo_model]["config"], zoo_weights(zoo_model)
     cfg = get_cfg_for(config_file, opts, device)
     if weights:
         cfg.MODEL.WEIGHTS = weights
