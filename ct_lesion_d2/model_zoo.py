@@ -87,7 +87,7 @@ ZOO_MODELS = OrderedDict(
             {
                 "config": "mask_rcnn_R18_T1_FPN1_realct_cpu.yaml",
                 "file": "ct_lesion_R18_T1_realct.pth",
-                "sha256": "5c839b75e9322df50b630d489d82d6eb99787b4a9962722a4319c3e3957ef063",
+                "sha256": "a73836f58db19f27a97d9375af217a8fb5bea5f9b62e9b7238c5873f34235786",
                 "training_data": "medseg100 (64 slices) + covid19_ct_seg (917 slices, 11 volumes)",
             },
         ),
