@@ -1,5 +1,6 @@
 """Project config keys of ct-lesion-d2, added to Detectron2's defaults, and the one way the
 tools build a config: :func:`get_cfg_for`."""
+
 import logging
 
 import torch

@@ -10,6 +10,7 @@ on the real CT slice that ships with the project (``datasets/samples``). About 9
 
     python tools/demo.py --output output/demo     # make demo
 """
+
 import argparse
 import json
 import logging
@@ -31,14 +32,32 @@ from .visualization import save_prediction_panels
 
 CONFIG = "mask_rcnn_R18_T1_FPN1_synthetic_cpu.yaml"
 # The real CT slice that ships with the project (its licence and attribution beside it).
-REAL_SLICE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "datasets",
-                          "samples", "tcia_covid19_ny_sbu_A002304_135.dcm")
+REAL_SLICE = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    "datasets",
+    "samples",
+    "tcia_covid19_ny_sbu_A002304_135.dcm",
+)
 CLASSIFIER = "classifier_R18_T1"
 # Module S on cached RoI batches (frozen BatchNorm): 50 epochs of the 72 training slices.
-CLASSIFIER_OPTS = ["MODEL.CT_CLASSIFIER.TRAIN_BN_AFFINE", "False",
-                   "MODEL.CT_CLASSIFIER.CACHE_ROI_BATCHES", "True", "INPUT.RANDOM_FLIP", "none",
-                   "SOLVER.IMS_PER_BATCH", "8", "SOLVER.BASE_LR", "0.0001", "TEST.EVAL_PERIOD", "0",
-                   "DATALOADER.NUM_WORKERS", "0", "SEED", "0"]
+CLASSIFIER_OPTS = [
+    "MODEL.CT_CLASSIFIER.TRAIN_BN_AFFINE",
+    "False",
+    "MODEL.CT_CLASSIFIER.CACHE_ROI_BATCHES",
+    "True",
+    "INPUT.RANDOM_FLIP",
+    "none",
+    "SOLVER.IMS_PER_BATCH",
+    "8",
+    "SOLVER.BASE_LR",
+    "0.0001",
+    "TEST.EVAL_PERIOD",
+    "0",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+    "SEED",
+    "0",
+]
 
 
 def parse_args(argv=None):
@@ -46,11 +65,18 @@ def parse_args(argv=None):
     parser.add_argument("--output", default="output/demo", help="a new folder for everything")
     parser.add_argument("--num-slices", type=int, default=90, help="synthetic slices (20%% val)")
     parser.add_argument("--max-iter", type=int, default=None, help="override SOLVER.MAX_ITER")
-    parser.add_argument("--classifier-iter", type=int, default=450,
-                        help="SOLVER.MAX_ITER of the classifier (module S on cached RoI batches)")
+    parser.add_argument(
+        "--classifier-iter",
+        type=int,
+        default=450,
+        help="SOLVER.MAX_ITER of the classifier (module S on cached RoI batches)",
+    )
     parser.add_argument("--skip-classifier", action="store_true", help="segmentation stage only")
-    parser.add_argument("--skip-real-slice", action="store_true",
-                        help="skip the zoo model's report on the shipped real CT slice")
+    parser.add_argument(
+        "--skip-real-slice",
+        action="store_true",
+        help="skip the zoo model's report on the shipped real CT slice",
+    )
     parser.add_argument("--overwrite", action="store_true", help="reuse a non-empty --output")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     return parser.parse_args(argv)
@@ -60,8 +86,9 @@ def prepare_data(output, num_slices, overwrite):
     """Synthetic slices -> COCO JSON, registered as ct_lesion_demo_{train,val}."""
     slices = os.path.join(output, "synthetic")
     generate_synthetic_slices(slices, num_slices, seed=0, overwrite=overwrite)
-    outputs = convert_layout("two-label-folder", slices, os.path.join(output, "coco"),
-                             overwrite=overwrite)
+    outputs = convert_layout(
+        "two-label-folder", slices, os.path.join(output, "coco"), overwrite=overwrite
+    )
     for split, path in outputs.items():
         register_ct_lesion_coco(f"ct_lesion_demo_{split}", path, ["Lesion"])
     # the classification datasets: the same slices and split, with the scan class of each
@@ -69,8 +96,11 @@ def prepare_data(output, num_slices, overwrite):
         class_ids = {r["file_name"]: r["class_id"] for r in json.load(f)}
     for split in outputs:
         records = [
-            {"file_name": d["file_name"], "image_id": d["image_id"],
-             "class_id": class_ids[os.path.relpath(d["file_name"], slices)]}
+            {
+                "file_name": d["file_name"],
+                "image_id": d["image_id"],
+                "class_id": class_ids[os.path.relpath(d["file_name"], slices)],
+            }
             for d in DatasetCatalog.get(f"ct_lesion_demo_{split}")
         ]
         register_ct_classification(f"ct_demo_cls_{split}", lambda r=records: r, CLASS_NAMES)
@@ -79,10 +109,22 @@ def prepare_data(output, num_slices, overwrite):
 def train_classifier(segmentation_cfg, output, max_iter):
     """Train the classifier on the segmenter's detector; returns the evaluator's metrics and
     confusion matrix on ct_demo_cls_val."""
-    opts = ["MODEL.CT_CLASSIFIER.SEGMENTATION_WEIGHTS", segmentation_cfg.MODEL.WEIGHTS,
-            "DATASETS.TRAIN", "('ct_demo_cls_train',)", "DATASETS.TEST", "('ct_demo_cls_val',)",
-            "OUTPUT_DIR", output, "MODEL.DEVICE", segmentation_cfg.MODEL.DEVICE,
-            "SOLVER.MAX_ITER", str(max_iter), "SOLVER.CHECKPOINT_PERIOD", str(max_iter)]
+    opts = [
+        "MODEL.CT_CLASSIFIER.SEGMENTATION_WEIGHTS",
+        segmentation_cfg.MODEL.WEIGHTS,
+        "DATASETS.TRAIN",
+        "('ct_demo_cls_train',)",
+        "DATASETS.TEST",
+        "('ct_demo_cls_val',)",
+        "OUTPUT_DIR",
+        output,
+        "MODEL.DEVICE",
+        segmentation_cfg.MODEL.DEVICE,
+        "SOLVER.MAX_ITER",
+        str(max_iter),
+        "SOLVER.CHECKPOINT_PERIOD",
+        str(max_iter),
+    ]
     for key in ("MIN_SIZE_TRAIN", "MAX_SIZE_TRAIN", "MIN_SIZE_TEST", "MAX_SIZE_TEST"):
         opts += [f"INPUT.{key}", str(segmentation_cfg.INPUT[key])]
     cfg = get_cfg_for(CLASSIFIER, CLASSIFIER_OPTS + opts)
@@ -109,14 +151,22 @@ def print_confusion_matrix(matrix, class_names):
 def main(argv=None):
     args = parse_args(argv)
     if os.path.isdir(args.output) and os.listdir(args.output) and not args.overwrite:
-        sys.exit(f"error: {args.output} exists and is not empty; pass --overwrite or another --output")
+        sys.exit(
+            f"error: {args.output} exists and is not empty; pass --overwrite or another --output"
+        )
     setup_logger(name="ct_lesion_d2")
     logging.getLogger("PIL").setLevel(logging.WARNING)
     logger = setup_logger(output=os.path.join(args.output, "log.txt"))
     start = time.time()
     prepare_data(args.output, args.num_slices, args.overwrite)
-    opts = ["DATASETS.TRAIN", "('ct_lesion_demo_train',)", "DATASETS.TEST", "('ct_lesion_demo_val',)",
-            "OUTPUT_DIR", os.path.join(args.output, "model")] + args.opts
+    opts = [
+        "DATASETS.TRAIN",
+        "('ct_lesion_demo_train',)",
+        "DATASETS.TEST",
+        "('ct_lesion_demo_val',)",
+        "OUTPUT_DIR",
+        os.path.join(args.output, "model"),
+    ] + args.opts
     if args.max_iter is not None:
         opts += ["SOLVER.MAX_ITER", str(args.max_iter)]
     cfg = get_cfg_for(CONFIG, opts)
@@ -127,8 +177,9 @@ def main(argv=None):
     cfg.MODEL.WEIGHTS = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
     records = DatasetCatalog.get("ct_lesion_demo_val")[:4]
     panels = os.path.join(args.output, "panels")
-    paths = save_prediction_panels(DefaultPredictor(cfg), records, "ct_lesion_demo_val", panels,
-                                   overwrite=args.overwrite)
+    paths = save_prediction_panels(
+        DefaultPredictor(cfg), records, "ct_lesion_demo_val", panels, overwrite=args.overwrite
+    )
     logger.info("Visualizer panels (prediction | ground truth): %s", ", ".join(paths))
     for task in ("bbox", "segm"):
         r = results.get(task)
@@ -141,8 +192,10 @@ def main(argv=None):
             cfg, os.path.join(args.output, "classifier"), args.classifier_iter
         )
         results["classification"] = metrics
-        print(f"demo classifier: accuracy {metrics['accuracy']:.1f}  macro F1 "
-              f"{metrics['f1_macro']:.1f}  on {sum(map(sum, matrix))} validation slices")
+        print(
+            f"demo classifier: accuracy {metrics['accuracy']:.1f}  macro F1 "
+            f"{metrics['f1_macro']:.1f}  on {sum(map(sum, matrix))} validation slices"
+        )
         print_confusion_matrix(matrix, CLASS_NAMES)
     if not args.skip_real_slice:
         results["real_slice_report"] = real_slice_report(os.path.join(args.output, "real_slice"))
@@ -159,6 +212,9 @@ def real_slice_report(output):
     (report,) = predict(["--input", REAL_SLICE, "--output", output, "--device", "cpu"])
     with open(report) as f:
         summary = json.load(f)["summary"]
-    print(f"demo real slice ({os.path.basename(REAL_SLICE)}, zoo model {DEFAULT_ZOO_MODEL}): "
-          f"{summary['lesion_count']} lesions; report {os.path.join(os.path.dirname(report), 'report.html')}")
+    print(
+        f"demo real slice ({os.path.basename(REAL_SLICE)}, zoo model {DEFAULT_ZOO_MODEL}): "
+        f"{summary['lesion_count']} lesions; report "
+        f"{os.path.join(os.path.dirname(report), 'report.html')}"
+    )
     return report

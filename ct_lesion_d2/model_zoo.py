@@ -1,5 +1,6 @@
 """The model variants of the paper, their config files and their published sizes; and the
 trained weights that ship with the project (``ZOO_MODELS``, docs/MODEL_ZOO.md)."""
+
 import hashlib
 import os
 from collections import OrderedDict

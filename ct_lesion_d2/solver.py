@@ -1,4 +1,5 @@
 """Optimizers: Detectron2's SGD, or Adam as in the paper (``SOLVER.CT_OPTIMIZER``)."""
+
 import torch
 from detectron2.solver import build_optimizer
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping

@@ -9,6 +9,7 @@ process 0, each iteration's losses as Detectron2 logs them (averaged over the pr
 the slices of a ``slices.json`` and writes them on process 0. The functions are at module level
 so that the spawned processes can import them.
 """
+
 import json
 import os
 import sys
@@ -55,8 +56,14 @@ def losses(out, opts):
 def roi_cache(out, slices_json, opts):
     folder = os.path.dirname(slices_json)
     with open(slices_json) as f:
-        records = [{"file_name": os.path.join(folder, r["file_name"]), "image_id": i,
-                    "class_id": r["class_id"]} for i, r in enumerate(json.load(f))]
+        records = [
+            {
+                "file_name": os.path.join(folder, r["file_name"]),
+                "image_id": i,
+                "class_id": r["class_id"],
+            }
+            for i, r in enumerate(json.load(f))
+        ]
     register_ct_classification(CLS_NAME, lambda: records, CLASSES)
     cfg = get_config("classifier_R18_T1", opts + ["DATASETS.TRAIN", f"('{CLS_NAME}',)"])
     rows = CTLesionTrainer.build_cached_roi_batch_loader(cfg).dataset_dicts

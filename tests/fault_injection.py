@@ -10,6 +10,7 @@ Kinds, each ending the process with SIGKILL (nothing is flushed, no handler runs
 - ``tag:NAME``: after ``NAME.pth`` is complete, before ``last_checkpoint`` names it.
 - ``eval:N``: during the N-th evaluation (1-based), after its first image.
 """
+
 import io
 import os
 import runpy

@@ -6,6 +6,7 @@ Entry points: ``read_grey_image`` / ``read_label_mask``, the converters
 mapper (``CTLesionDatasetMapper`` inside ``SeededMapDataset``), ``validation`` and the
 command line tools. The DICOM and NIfTI cases are in ``test_bad_scan_inputs.py``.
 """
+
 import io
 import json
 import os
@@ -25,8 +26,8 @@ from ct_lesion_d2.data.classification import parse_covidx_split
 from ct_lesion_d2.data.converters import convert_layout
 from ct_lesion_d2.data.datasets.builtin import load_ct_lesion_coco
 from ct_lesion_d2.data.io import DatasetFormatError
-from ct_lesion_d2.data.readers import read_grey_image, read_label_mask
 from ct_lesion_d2.data.mappers import CTLesionDatasetMapper
+from ct_lesion_d2.data.readers import read_grey_image, read_label_mask
 from ct_lesion_d2.data.validation import validate_coco_files, validate_covidx, validate_layout
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,32 +47,54 @@ def _encode(array, fmt, mode=None, **kwargs):
 def _corrupt_middle(data):
     """Invert 64 bytes in the middle of the file (inside the image data)."""
     mid = len(data) // 2
-    return data[:mid] + bytes(b ^ 0xFF for b in data[mid:mid + 64]) + data[mid + 64:]
+    return data[:mid] + bytes(b ^ 0xFF for b in data[mid : mid + 64]) + data[mid + 64 :]
 
 
 def _lesion_mask(height, width):
     mask = np.zeros((height, width), np.uint8)
     top, left = height // 4, width // 4
-    mask[top: top + max(1, height // 3), left: left + max(1, width // 3)] = 1
+    mask[top : top + max(1, height // 3), left : left + max(1, width // 3)] = 1
     return mask
 
 
 # name -> (file name, bytes, (height, width) or None, expected problem or None for "reads")
 IMAGE_CASES = {
-    "corrupt_png": ("s.png", lambda: _corrupt_middle(_encode(_slice(), "PNG")), None,
-                    "cannot read image"),
+    "corrupt_png": (
+        "s.png",
+        lambda: _corrupt_middle(_encode(_slice(), "PNG")),
+        None,
+        "cannot read image",
+    ),
     "truncated_png": ("s.png", lambda: _encode(_slice(), "PNG")[:300], None, "truncated"),
-    "corrupt_jpeg": ("s.jpg", lambda: _corrupt_middle(_encode(_slice(), "JPEG", quality=90)),
-                     None, "corrupt JPEG data"),
-    "truncated_jpeg": ("s.jpg", lambda: _encode(_slice(), "JPEG", quality=90)[:400], None,
-                       "truncated"),
+    "corrupt_jpeg": (
+        "s.jpg",
+        lambda: _corrupt_middle(_encode(_slice(), "JPEG", quality=90)),
+        None,
+        "corrupt JPEG data",
+    ),
+    "truncated_jpeg": (
+        "s.jpg",
+        lambda: _encode(_slice(), "JPEG", quality=90)[:400],
+        None,
+        "truncated",
+    ),
     "zero_byte": ("s.png", lambda: b"", None, "empty file, 0 bytes"),
     "png_16_bit": ("s.png", lambda: _encode(_slice().astype(np.uint16) * 200, "PNG"), (H, W), None),
-    "rgba": ("s.png", lambda: _encode(np.dstack([_slice()] * 3 + [np.full((H, W), 128, np.uint8)]),
-                                      "PNG", "RGBA"), (H, W), None),
+    "rgba": (
+        "s.png",
+        lambda: _encode(
+            np.dstack([_slice()] * 3 + [np.full((H, W), 128, np.uint8)]), "PNG", "RGBA"
+        ),
+        (H, W),
+        None,
+    ),
     "one_pixel": ("s.png", lambda: _encode(np.full((1, 1), 90, np.uint8), "PNG"), (1, 1), None),
-    "4096_square": ("s.png", lambda: _encode(_slice(4096, 4096), "PNG", compress_level=1),
-                    (4096, 4096), None),
+    "4096_square": (
+        "s.png",
+        lambda: _encode(_slice(4096, 4096), "PNG", compress_level=1),
+        (4096, 4096),
+        None,
+    ),
 }
 
 
@@ -94,9 +117,13 @@ def _layout_with(tmp_path, image_name, image_bytes, mask):
 
 
 def _written_files(folder):
-    return sorted(
-        os.path.relpath(os.path.join(d, f), folder) for d, _, fs in os.walk(folder) for f in fs
-    ) if os.path.isdir(folder) else []
+    return (
+        sorted(
+            os.path.relpath(os.path.join(d, f), folder) for d, _, fs in os.walk(folder) for f in fs
+        )
+        if os.path.isdir(folder)
+        else []
+    )
 
 
 def _training_mapper():
@@ -119,9 +146,19 @@ def test_bad_image(case, tmp_path):
     mask = _lesion_mask(*(size or (H, W)))
     src, path = _layout_with(tmp_path, name, make(), mask)
     out = str(tmp_path / "out")
-    mapper = SeededMapDataset([{"file_name": path, "height": (size or (H, W))[0],
-                                "width": (size or (H, W))[1], "image_id": 0,
-                                "annotations": []}], _training_mapper(), seed=0)
+    mapper = SeededMapDataset(
+        [
+            {
+                "file_name": path,
+                "height": (size or (H, W))[0],
+                "width": (size or (H, W))[1],
+                "image_id": 0,
+                "annotations": [],
+            }
+        ],
+        _training_mapper(),
+        seed=0,
+    )
     report = validate_layout("binary-folder", src, progress=False)
     if problem is not None:
         with pytest.raises(DatasetFormatError) as excinfo:
@@ -200,11 +237,21 @@ def _coco(tmp_path, mutate):
     coco = {
         "info": {"image_root": str(tmp_path / "images")},
         "categories": [{"id": 1, "name": "Lesion"}],
-        "images": [{"id": i, "file_name": n, "height": H, "width": W}
-                   for i, n in ((1, "a.png"), (2, "b.png"))],
-        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": 100.0,
-                         "bbox": [10.0, 10.0, 10.0, 10.0],
-                         "segmentation": [[10.0, 10.0, 20.0, 10.0, 20.0, 20.0, 10.0, 20.0]]}],
+        "images": [
+            {"id": i, "file_name": n, "height": H, "width": W}
+            for i, n in ((1, "a.png"), (2, "b.png"))
+        ],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 1,
+                "iscrowd": 0,
+                "area": 100.0,
+                "bbox": [10.0, 10.0, 10.0, 10.0],
+                "segmentation": [[10.0, 10.0, 20.0, 10.0, 20.0, 20.0, 10.0, 20.0]],
+            }
+        ],
     }
     mutate(coco)
     path = str(tmp_path / "annotations" / "train.json")
@@ -214,13 +261,21 @@ def _coco(tmp_path, mutate):
 
 # name -> (change to the COCO dict, (what is named: "json" or "image"), expected problem)
 COCO_CASES = {
-    "missing_image": (lambda c: c["images"].append(
-        {"id": 3, "file_name": "gone.png", "height": H, "width": W}), "image",
-        "image file not found"),
-    "dangling_annotation": (lambda c: c["annotations"].append(
-        dict(c["annotations"][0], id=2, image_id=99)), "json", "dangling, its image id 99"),
-    "polygon_of_two_points": (lambda c: c["annotations"][0].update(
-        segmentation=[[10.0, 10.0, 20.0, 20.0]]), "json", "polygon of 2 point(s)"),
+    "missing_image": (
+        lambda c: c["images"].append({"id": 3, "file_name": "gone.png", "height": H, "width": W}),
+        "image",
+        "image file not found",
+    ),
+    "dangling_annotation": (
+        lambda c: c["annotations"].append(dict(c["annotations"][0], id=2, image_id=99)),
+        "json",
+        "dangling, its image id 99",
+    ),
+    "polygon_of_two_points": (
+        lambda c: c["annotations"][0].update(segmentation=[[10.0, 10.0, 20.0, 20.0]]),
+        "json",
+        "polygon of 2 point(s)",
+    ),
 }
 
 
@@ -330,8 +385,11 @@ def test_interrupted_overwrite_keeps_the_previous_conversion(tmp_path, monkeypat
     out = str(tmp_path / "out")
     convert_layout("binary-folder", src, out, val_fraction=0.5)
     before = _snapshot(out)
-    assert sorted(before) == ["annotations/train.json", "annotations/val.json",
-                              "images_8bit/images/a_case.png"]
+    assert sorted(before) == [
+        "annotations/train.json",
+        "annotations/val.json",
+        "images_8bit/images/a_case.png",
+    ]
     import ct_lesion_d2.data.converters as converters
 
     calls = []
@@ -363,6 +421,7 @@ def test_interrupted_synthetic_generation_keeps_the_previous_slices(tmp_path, mo
 
     monkeypatch.setattr(synthetic, "_render_slice", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        synthetic.generate_synthetic_slices(folder, 3, seed=5, size=128, overwrite=True,
-                                            progress=False)
+        synthetic.generate_synthetic_slices(
+            folder, 3, seed=5, size=128, overwrite=True, progress=False
+        )
     assert _snapshot(folder) == before

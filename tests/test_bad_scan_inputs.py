@@ -7,6 +7,7 @@ when interrupted).
 The DICOM files are built here with pydicom (64x64 CT slices in int16 with a rescale to HU), so
 the suite needs no sample data.
 """
+
 import contextlib
 import json
 import os
@@ -21,12 +22,11 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
 
+from ct_lesion_d2.analysis import predict
 from ct_lesion_d2.data.io import DatasetFormatError
 from ct_lesion_d2.data.mappers import CTLesionDatasetMapper
 from ct_lesion_d2.data.readers import PADDING_HU, read_scan
 from ct_lesion_d2.model_zoo import get_config
-
-from ct_lesion_d2.analysis import predict
 
 SIZE = 64
 SMALL = [
@@ -130,8 +130,20 @@ def segmenter(tmp_path_factory):
 
 
 def run_predict(segmenter, inputs, output, *extra):
-    argv = ["--config-file", segmenter[0], "--weights", segmenter[1], "--input", *inputs,
-            "--output", str(output), "--no-progress", "--max-panels", "1", *extra]
+    argv = [
+        "--config-file",
+        segmenter[0],
+        "--weights",
+        segmenter[1],
+        "--input",
+        *inputs,
+        "--output",
+        str(output),
+        "--no-progress",
+        "--max-panels",
+        "1",
+        *extra,
+    ]
     return predict.main(argv)
 
 
@@ -181,7 +193,9 @@ def test_two_series_are_read_one_by_one_when_asked(tmp_path, segmenter):
     folder = two_series(tmp_path)
     paths = run_predict(segmenter, [folder], tmp_path / "out", "--all-series")
     assert [os.path.basename(os.path.dirname(p)) for p in paths] == [
-        "patient_series1", "patient_series2"]
+        "patient_series1",
+        "patient_series2",
+    ]
 
 
 def test_predict_never_replaces_a_report_without_overwrite(tmp_path, segmenter):
@@ -199,8 +213,10 @@ def test_interrupted_predict_leaves_the_previous_report(tmp_path, segmenter, mon
     out = tmp_path / "out"
     (report_path,) = run_predict(segmenter, [path], out)
     folder = os.path.dirname(report_path)
-    before = {name: open(os.path.join(folder, name), "rb").read() for name in ("report.json",
-                                                                              "report.html")}
+    before = {
+        name: open(os.path.join(folder, name), "rb").read()
+        for name in ("report.json", "report.html")
+    }
 
     def interrupted(*args, **kwargs):  # Ctrl-C while the new figures are being written
         raise KeyboardInterrupt

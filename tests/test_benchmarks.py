@@ -3,6 +3,7 @@
 Speed is measured by `make benchmark` (docs/BENCHMARKS.md), never asserted here: these tests
 check that the tools work, on one small model, one run each.
 """
+
 import json
 
 import pytest
@@ -18,9 +19,24 @@ QUICK = ["--size", "128", "--warmup", "0", "--runs", "1", "--throughput-batch", 
 def test_benchmark_seg_reports_each_mode_and_training(tmp_path, capsys):
     out = tmp_path / "seg.json"
     benchmark_seg.main(
-        ["--models", "mask_rcnn_R18_T2", "--modes", "eager", "optimized", "onnxruntime",
-         "--detections", "4", "--train-iters", "1", "--train-warmup", "0", "--stages",
-         "--json", str(out)] + QUICK
+        [
+            "--models",
+            "mask_rcnn_R18_T2",
+            "--modes",
+            "eager",
+            "optimized",
+            "onnxruntime",
+            "--detections",
+            "4",
+            "--train-iters",
+            "1",
+            "--train-warmup",
+            "0",
+            "--stages",
+            "--json",
+            str(out),
+        ]
+        + QUICK
     )
     report = json.loads(out.read_text())
     (model,) = report["models"]
@@ -41,8 +57,17 @@ def test_benchmark_seg_reports_each_mode_and_training(tmp_path, capsys):
 def test_benchmark_classifier_volume_reports_agreement(tmp_path):
     out = tmp_path / "cls.json"
     benchmark_classifier.main(
-        ["--models", "--volume-slices", "3", "--volume-runs", "eager:1", "optimized:1:2",
-         "--json", str(out)] + QUICK
+        [
+            "--models",
+            "--volume-slices",
+            "3",
+            "--volume-runs",
+            "eager:1",
+            "optimized:1:2",
+            "--json",
+            str(out),
+        ]
+        + QUICK
     )
     volume = json.loads(out.read_text())["volume"]
     passes = volume["passes"]

@@ -1,4 +1,5 @@
 """Slice classification data: COVIDx-CT split files, per-class sample, UCSD group split, mapper."""
+
 import os
 
 import numpy as np

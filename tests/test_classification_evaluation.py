@@ -1,4 +1,5 @@
 """CTClassificationEvaluator on a tiny prediction set whose metrics are worked out by hand."""
+
 import contextlib
 import itertools
 import json

@@ -1,4 +1,5 @@
 """COVID-CT-Mask-Net classifier: ranked RoI batch, frozen detector, segmentation weights, sizes."""
+
 import logging
 
 import pytest
@@ -135,7 +136,12 @@ def test_end_to_end_inference(classifier, blank):
     with torch.no_grad():
         (out,) = classifier([{"image": make_image(blank=blank), "height": 320, "width": 400}])
     assert set(out) == {
-        "class_logits", "class_probs", "pred_class", "roi_boxes", "roi_scores", "roi_num_detections"
+        "class_logits",
+        "class_probs",
+        "pred_class",
+        "roi_boxes",
+        "roi_scores",
+        "roi_num_detections",
     }
     assert 0 <= out["roi_num_detections"] <= 128
     assert (out["roi_num_detections"] == 0) == (not out["roi_scores"].any())
@@ -206,8 +212,10 @@ def test_segmentation_checkpoint_fills_shared_weights(tmp_path, caplog):
     cfg = get_config("classifier_R18_T1", CPU + ["MODEL.CT_CLASSIFIER.SEGMENTATION_WEIGHTS", path])
     model = build_model(cfg)
     # building loads nothing; the checkpointer step before training does
-    assert not torch.equal(model.state_dict()["roi_heads.box_head.fc1.weight"],
-                           segmentation.state_dict()["roi_heads.box_head.fc1.weight"])
+    assert not torch.equal(
+        model.state_dict()["roi_heads.box_head.fc1.weight"],
+        segmentation.state_dict()["roi_heads.box_head.fc1.weight"],
+    )
     with caplog.at_level(logging.INFO):
         report = initialize_from_segmenter(model, cfg)
     source, target = segmentation.state_dict(), model.state_dict()
@@ -230,8 +238,14 @@ def test_trained_classifier_checkpoint_is_self_contained(tmp_path):
     """A classifier builds from its config with no segmentation checkpoint on disk, and a
     trained classifier checkpoint alone gives back the outputs of the model that saved it."""
     missing = str(tmp_path / "no_such_segmenter.pth")
-    opts = CPU + ["MODEL.RPN.POST_NMS_TOPK_TEST", "50", "MODEL.CT_CLASSIFIER.BATCH_DETECTIONS",
-                  "16", "MODEL.CT_CLASSIFIER.SEGMENTATION_WEIGHTS", missing]
+    opts = CPU + [
+        "MODEL.RPN.POST_NMS_TOPK_TEST",
+        "50",
+        "MODEL.CT_CLASSIFIER.BATCH_DETECTIONS",
+        "16",
+        "MODEL.CT_CLASSIFIER.SEGMENTATION_WEIGHTS",
+        missing,
+    ]
     cfg = get_config("classifier_R18_T1_ucsd_cpu.yaml", opts)
     torch.manual_seed(2)
     trained = build_model(cfg).eval()

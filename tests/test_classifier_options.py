@@ -1,5 +1,6 @@
 """The classifier options beyond the paper (MODEL.CT_CLASSIFIER): RoI head features, lesion
 burden, global features and augmented views in the RoI cache; and the paper's S left as it was."""
+
 import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -9,8 +10,12 @@ from detectron2.modeling import build_model
 from ct_lesion_d2.data.datasets import register_ct_classification
 from ct_lesion_d2.data.synthetic import generate_synthetic_slices
 from ct_lesion_d2.engine import CTLesionTrainer
-from ct_lesion_d2.export import ExportedClassifier, ExportError, compare_classification
-from ct_lesion_d2.export import export_classifier
+from ct_lesion_d2.export import (
+    ExportedClassifier,
+    ExportError,
+    compare_classification,
+    export_classifier,
+)
 from ct_lesion_d2.model_zoo import S_MODULE_REFERENCE, get_config
 from ct_lesion_d2.modeling.meta_arch.slice_features import (
     BURDEN_FEATURE_NAMES,
@@ -22,24 +27,63 @@ from ct_lesion_d2.modeling.meta_arch.slice_features import (
 pytestmark = pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 NAME = "ct_lesion_test_cls_options"
 CLASSES = ["Control", "Common Pneumonia", "COVID-19"]
-SMALL = ["INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "128", "INPUT.MIN_SIZE_TEST",
-         "128", "INPUT.MAX_SIZE_TEST", "128", "MODEL.RPN.POST_NMS_TOPK_TEST", "300",
-         "MODEL.DEVICE", "cpu", "DATALOADER.NUM_WORKERS", "0", "SOLVER.BASE_LR", "0.001",
-         "MODEL.CT_CLASSIFIER.TRAIN_BN_AFFINE", "False", "SOLVER.IMS_PER_BATCH", "3",
-         "SOLVER.MAX_ITER", "2", "SOLVER.CHECKPOINT_PERIOD", "100", "DATASETS.TEST", "()"]
+SMALL = [
+    "INPUT.MIN_SIZE_TRAIN",
+    "(128,)",
+    "INPUT.MAX_SIZE_TRAIN",
+    "128",
+    "INPUT.MIN_SIZE_TEST",
+    "128",
+    "INPUT.MAX_SIZE_TEST",
+    "128",
+    "MODEL.RPN.POST_NMS_TOPK_TEST",
+    "300",
+    "MODEL.DEVICE",
+    "cpu",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+    "SOLVER.BASE_LR",
+    "0.001",
+    "MODEL.CT_CLASSIFIER.TRAIN_BN_AFFINE",
+    "False",
+    "SOLVER.IMS_PER_BATCH",
+    "3",
+    "SOLVER.MAX_ITER",
+    "2",
+    "SOLVER.CHECKPOINT_PERIOD",
+    "100",
+    "DATASETS.TEST",
+    "()",
+]
 # a random detector scores near 0.5: keep its detections so that the burden sees lesions
-BURDEN = ["MODEL.CT_CLASSIFIER.LESION_BURDEN_FEATURES", "True",
-          "MODEL.CT_CLASSIFIER.BURDEN_SCORE_THRESH", "0.3", "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
-          "0.0", "TEST.DETECTIONS_PER_IMAGE", "32"]
+BURDEN = [
+    "MODEL.CT_CLASSIFIER.LESION_BURDEN_FEATURES",
+    "True",
+    "MODEL.CT_CLASSIFIER.BURDEN_SCORE_THRESH",
+    "0.3",
+    "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+    "0.0",
+    "TEST.DETECTIONS_PER_IMAGE",
+    "32",
+]
 OPTIONS = {
     "roi_head": ["MODEL.CT_CLASSIFIER.ROI_HEAD_FEATURES", "True"],
     "burden": BURDEN,
     "global": ["MODEL.CT_CLASSIFIER.GLOBAL_FEATURES", "True"],
-    "all_with_views": BURDEN + [
-        "MODEL.CT_CLASSIFIER.ROI_HEAD_FEATURES", "True", "MODEL.CT_CLASSIFIER.GLOBAL_FEATURES",
-        "True", "MODEL.CT_CLASSIFIER.CACHE_AUGMENTED_VIEWS", "1", "INPUT.RANDOM_FLIP",
-        "horizontal", "INPUT.CT_AUGMENTATION.ROTATION", "10.0",
-        "INPUT.CT_AUGMENTATION.CONTRAST", "0.3",
+    "all_with_views": BURDEN
+    + [
+        "MODEL.CT_CLASSIFIER.ROI_HEAD_FEATURES",
+        "True",
+        "MODEL.CT_CLASSIFIER.GLOBAL_FEATURES",
+        "True",
+        "MODEL.CT_CLASSIFIER.CACHE_AUGMENTED_VIEWS",
+        "1",
+        "INPUT.RANDOM_FLIP",
+        "horizontal",
+        "INPUT.CT_AUGMENTATION.ROTATION",
+        "10.0",
+        "INPUT.CT_AUGMENTATION.CONTRAST",
+        "0.3",
     ],
 }
 # (rows width, slice features) per option, B = 128 and the R18_T1 box head's 128 features
@@ -50,8 +94,11 @@ LAYOUT = {"roi_head": (133, 0), "burden": (5, 10), "global": (5, 256), "all_with
 def synthetic_classes(tmp_path):
     slices = generate_synthetic_slices(str(tmp_path / "slices"), 6, size=128, progress=False)
     records = [
-        {"file_name": str(tmp_path / "slices" / r["file_name"]), "image_id": i,
-         "class_id": r["class_id"]}
+        {
+            "file_name": str(tmp_path / "slices" / r["file_name"]),
+            "image_id": i,
+            "class_id": r["class_id"],
+        }
         for i, r in enumerate(slices)
     ]
     register_ct_classification(NAME, lambda: records, CLASSES)
@@ -70,11 +117,21 @@ def segmenter_path(tmp_path_factory):
 
 
 def options_cfg(tmp_path, segmenter_path, option, cached=True):
-    return get_config("classifier_R18_T1", SMALL + OPTIONS[option] + [
-        "MODEL.CT_CLASSIFIER.SEGMENTATION_WEIGHTS", segmenter_path,
-        "MODEL.CT_CLASSIFIER.CACHE_ROI_BATCHES", str(cached),
-        "DATASETS.TRAIN", f"('{NAME}',)", "OUTPUT_DIR", str(tmp_path / f"out_{cached}"),
-    ])
+    return get_config(
+        "classifier_R18_T1",
+        SMALL
+        + OPTIONS[option]
+        + [
+            "MODEL.CT_CLASSIFIER.SEGMENTATION_WEIGHTS",
+            segmenter_path,
+            "MODEL.CT_CLASSIFIER.CACHE_ROI_BATCHES",
+            str(cached),
+            "DATASETS.TRAIN",
+            f"('{NAME}',)",
+            "OUTPUT_DIR",
+            str(tmp_path / f"out_{cached}"),
+        ],
+    )
 
 
 @pytest.mark.parametrize("option", list(OPTIONS))
@@ -169,8 +226,12 @@ def test_crude_lung_mask_finds_dark_lungs_inside_a_bright_body():
 
 
 def test_export_carries_roi_head_features_and_refuses_slice_features(tmp_path):
-    opts = SMALL[:12] + ["MODEL.CT_CLASSIFIER.BATCH_DETECTIONS", "16",
-                         "MODEL.CT_CLASSIFIER.ROI_HEAD_FEATURES", "True"]
+    opts = SMALL[:12] + [
+        "MODEL.CT_CLASSIFIER.BATCH_DETECTIONS",
+        "16",
+        "MODEL.CT_CLASSIFIER.ROI_HEAD_FEATURES",
+        "True",
+    ]
     torch.manual_seed(0)
     model = build_model(get_config("classifier_R18_T1", opts)).eval()
     image = torch.rand(3, 120, 150) * 255
@@ -186,8 +247,10 @@ def test_export_carries_roi_head_features_and_refuses_slice_features(tmp_path):
             export_classifier(other, image, "torchscript", str(tmp_path / key))
 
 
-@pytest.mark.parametrize("name", ["classifier_R18_T1_ucsd_realct_cpu.yaml",
-                                  "classifier_R18_T1_ucsd_realct_features_cpu.yaml"])
+@pytest.mark.parametrize(
+    "name",
+    ["classifier_R18_T1_ucsd_realct_cpu.yaml", "classifier_R18_T1_ucsd_realct_features_cpu.yaml"],
+)
 def test_realct_classifiers_take_every_key_of_their_segmenter(name):
     cfg = get_config(name, ["MODEL.DEVICE", "cpu"])
     twin = get_config("mask_rcnn_R18_T1_FPN1_realct_cpu.yaml", ["MODEL.DEVICE", "cpu"])

@@ -1,4 +1,6 @@
-"""The classifier through DefaultTrainer: its mapper, its evaluator and a segmentation checkpoint."""
+"""The classifier through DefaultTrainer: its mapper, its evaluator and a segmentation
+checkpoint."""
+
 import json
 import os
 
@@ -16,17 +18,33 @@ from ct_lesion_d2.model_zoo import get_config
 
 NAME = "ct_lesion_test_cls_synthetic"
 CLASSES = ["Control", "Common Pneumonia", "COVID-19"]
-SMALL = ["INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "128", "INPUT.MIN_SIZE_TEST",
-         "128", "INPUT.MAX_SIZE_TEST", "128", "MODEL.RPN.POST_NMS_TOPK_TEST", "300",
-         "MODEL.DEVICE", "cpu", "DATALOADER.NUM_WORKERS", "0"]
+SMALL = [
+    "INPUT.MIN_SIZE_TRAIN",
+    "(128,)",
+    "INPUT.MAX_SIZE_TRAIN",
+    "128",
+    "INPUT.MIN_SIZE_TEST",
+    "128",
+    "INPUT.MAX_SIZE_TEST",
+    "128",
+    "MODEL.RPN.POST_NMS_TOPK_TEST",
+    "300",
+    "MODEL.DEVICE",
+    "cpu",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+]
 
 
 @pytest.fixture
 def synthetic_classes(tmp_path):
     slices = generate_synthetic_slices(str(tmp_path / "slices"), 6, size=128, progress=False)
     records = [
-        {"file_name": str(tmp_path / "slices" / r["file_name"]), "image_id": i,
-         "class_id": r["class_id"]}
+        {
+            "file_name": str(tmp_path / "slices" / r["file_name"]),
+            "image_id": i,
+            "class_id": r["class_id"],
+        }
         for i, r in enumerate(slices)
     ]
     register_ct_classification(NAME, lambda: records, CLASSES)
@@ -48,17 +66,34 @@ def segmenter_path(tmp_path_factory):
 def classifier_cfg(tmp_path, segmenter_path, *opts):
     return get_config(
         "classifier_R18_T1",
-        SMALL + [
-            "MODEL.CT_CLASSIFIER.SEGMENTATION_WEIGHTS", segmenter_path,
-            "DATASETS.TRAIN", f"('{NAME}',)", "DATASETS.TEST", f"('{NAME}',)",
-            "OUTPUT_DIR", str(tmp_path / "out"), "SOLVER.CHECKPOINT_PERIOD", "100", *opts,
+        SMALL
+        + [
+            "MODEL.CT_CLASSIFIER.SEGMENTATION_WEIGHTS",
+            segmenter_path,
+            "DATASETS.TRAIN",
+            f"('{NAME}',)",
+            "DATASETS.TEST",
+            f"('{NAME}',)",
+            "OUTPUT_DIR",
+            str(tmp_path / "out"),
+            "SOLVER.CHECKPOINT_PERIOD",
+            "100",
+            *opts,
         ],
     )
 
 
 def test_classifier_trains_and_evaluates(synthetic_classes, segmenter_path, tmp_path):
-    cfg = classifier_cfg(tmp_path, segmenter_path, "SOLVER.IMS_PER_BATCH", "2",
-                         "SOLVER.MAX_ITER", "3", "SOLVER.BASE_LR", "0.001")
+    cfg = classifier_cfg(
+        tmp_path,
+        segmenter_path,
+        "SOLVER.IMS_PER_BATCH",
+        "2",
+        "SOLVER.MAX_ITER",
+        "3",
+        "SOLVER.BASE_LR",
+        "0.001",
+    )
     trainer = CTLesionTrainer(cfg)
     trainer.resume_or_load(resume=False)
     detector_weight = trainer.model.roi_heads.box_head.fc1.weight.detach().clone()
@@ -80,10 +115,21 @@ def test_classifier_trains_and_evaluates(synthetic_classes, segmenter_path, tmp_
 
 def cached_cfg(tmp_path, segmenter_path, *opts):
     return classifier_cfg(
-        tmp_path, segmenter_path,
-        "MODEL.CT_CLASSIFIER.TRAIN_BN_AFFINE", "False",
-        "MODEL.CT_CLASSIFIER.CACHE_ROI_BATCHES", "True", "INPUT.RANDOM_FLIP", "none",
-        "SOLVER.IMS_PER_BATCH", "3", "SOLVER.MAX_ITER", "4", "SOLVER.BASE_LR", "0.001", *opts,
+        tmp_path,
+        segmenter_path,
+        "MODEL.CT_CLASSIFIER.TRAIN_BN_AFFINE",
+        "False",
+        "MODEL.CT_CLASSIFIER.CACHE_ROI_BATCHES",
+        "True",
+        "INPUT.RANDOM_FLIP",
+        "none",
+        "SOLVER.IMS_PER_BATCH",
+        "3",
+        "SOLVER.MAX_ITER",
+        "4",
+        "SOLVER.BASE_LR",
+        "0.001",
+        *opts,
     )
 
 

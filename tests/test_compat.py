@@ -1,5 +1,6 @@
 """The differences between the official Detectron2 and pb1-detectron2 0.6 that
 ``ct_lesion_d2/utils/compat.py`` lists, one test each, on whichever build is installed."""
+
 import importlib
 import inspect
 
@@ -43,17 +44,30 @@ def _record(image_id, masks):
     anns = []
     for m in masks:
         rle = mask_util.encode(np.asfortranarray(m))
-        anns.append({"bbox": mask_util.toBbox(rle).tolist(), "bbox_mode": BoxMode.XYWH_ABS,
-                     "segmentation": rle, "category_id": 0, "iscrowd": 0})
-    return {"file_name": f"{image_id}.png", "image_id": image_id, "height": SIZE,
-            "width": SIZE, "annotations": anns}
+        anns.append(
+            {
+                "bbox": mask_util.toBbox(rle).tolist(),
+                "bbox_mode": BoxMode.XYWH_ABS,
+                "segmentation": rle,
+                "category_id": 0,
+                "iscrowd": 0,
+            }
+        )
+    return {
+        "file_name": f"{image_id}.png",
+        "image_id": image_id,
+        "height": SIZE,
+        "width": SIZE,
+        "annotations": anns,
+    }
 
 
 def _prediction(masks, scores):
     inst = Instances((SIZE, SIZE))
     boxes = [mask_util.toBbox(mask_util.encode(np.asfortranarray(m))) for m in masks]
-    inst.pred_boxes = Boxes(torch.tensor([[x, y, x + w, y + h] for x, y, w, h in boxes],
-                                         dtype=torch.float32))
+    inst.pred_boxes = Boxes(
+        torch.tensor([[x, y, x + w, y + h] for x, y, w, h in boxes], dtype=torch.float32)
+    )
     inst.scores = torch.tensor(scores, dtype=torch.float32)
     inst.pred_classes = torch.zeros(len(masks), dtype=torch.int64)
     inst.pred_masks = torch.as_tensor(np.stack(masks)).bool()
@@ -65,13 +79,17 @@ def small_eval_set():
     """Three images, four lesions; predictions with a miss, a duplicate, a poor overlap and a
     false positive, so that AP is neither 0 nor 100."""
     name = "ct_lesion_test_compat_eval"
-    gt = {1: [_square(4, 4, 12), _square(28, 26, 10)], 2: [_square(10, 20, 16)],
-          3: [_square(30, 5, 8)]}
+    gt = {
+        1: [_square(4, 4, 12), _square(28, 26, 10)],
+        2: [_square(10, 20, 16)],
+        3: [_square(30, 5, 8)],
+    }
     DatasetCatalog.register(name, lambda: [_record(i, m) for i, m in gt.items()])
     MetadataCatalog.get(name).set(thing_classes=["Lesion"])
     predictions = {
-        1: _prediction([_square(4, 4, 12), _square(5, 5, 12), _square(30, 28, 10)],
-                       [0.9, 0.8, 0.4]),
+        1: _prediction(
+            [_square(4, 4, 12), _square(5, 5, 12), _square(30, 28, 10)], [0.9, 0.8, 0.4]
+        ),
         2: _prediction([_square(12, 22, 16), _square(0, 0, 6)], [0.7, 0.95]),
         3: _prediction([_square(20, 30, 8)], [0.3]),
     }
@@ -100,8 +118,7 @@ def test_fast_and_python_coco_ap_agree(small_eval_set, tmp_path):
             assert fast[task][metric] == pytest.approx(value, abs=1e-6, nan_ok=True), (task, metric)
 
 
-def test_trainer_evaluator_uses_the_fast_path_where_compiled(small_eval_set, tmp_path,
-                                                             monkeypatch):
+def test_trainer_evaluator_uses_the_fast_path_where_compiled(small_eval_set, tmp_path, monkeypatch):
     import detectron2.evaluation.coco_evaluation as coco_evaluation
 
     made = []
@@ -133,11 +150,25 @@ def test_checkpoints_hold_the_optimizer_in_one_layout(tmp_path):
     DatasetCatalog.register(name, lambda: [_record(1, [_square(4, 4, 12)])])
     MetadataCatalog.get(name).set(thing_classes=["Lesion"])
     try:
-        cfg = get_config("mask_rcnn_R18_T1", [
-            "MODEL.DEVICE", "cpu", "OUTPUT_DIR", str(tmp_path), "DATASETS.TRAIN", f"('{name}',)",
-            "DATASETS.TEST", "()", "SEED", "0", "DATALOADER.NUM_WORKERS", "0",
-            "SOLVER.IMS_PER_BATCH", "1",
-        ])
+        cfg = get_config(
+            "mask_rcnn_R18_T1",
+            [
+                "MODEL.DEVICE",
+                "cpu",
+                "OUTPUT_DIR",
+                str(tmp_path),
+                "DATASETS.TRAIN",
+                f"('{name}',)",
+                "DATASETS.TEST",
+                "()",
+                "SEED",
+                "0",
+                "DATALOADER.NUM_WORKERS",
+                "0",
+                "SOLVER.IMS_PER_BATCH",
+                "1",
+            ],
+        )
         trainer = CTLesionTrainer(cfg)
         state = trainer.state_dict()
         assert "optimizer" in state["_trainer"]

@@ -55,7 +55,9 @@ def test_truncation_removes_stages(name, feature, stages):
 
 
 def test_contradictory_out_features_are_refused():
-    cfg = get_config("mask_rcnn_R18_T1", ["MODEL.DEVICE", "cpu", "MODEL.FPN.IN_FEATURES", "['res5']"])
+    cfg = get_config(
+        "mask_rcnn_R18_T1", ["MODEL.DEVICE", "cpu", "MODEL.FPN.IN_FEATURES", "['res5']"]
+    )
     with pytest.raises(ValueError, match="contradicts MODEL.CT_BACKBONE"):
         build_model(cfg)
 

@@ -1,4 +1,5 @@
-"""Tests of the lesion-mask -> COCO converters (ct_lesion_d2.data.converters, .io, datasets.builtin).
+"""Tests of the lesion-mask -> COCO converters (ct_lesion_d2.data.converters, .io,
+datasets.builtin).
 
 Hand-made masks check the instance rules (8-connected components, components of 100 px or
 fewer merged into the background, label merging, bbox/area/RLE); small layouts written in
@@ -16,10 +17,10 @@ from collections import OrderedDict
 import numpy as np
 import pycocotools.mask as mask_util
 import pytest
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 from scipy import ndimage
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
 from ct_lesion_d2.data.converters import (
     CNCB_MERGED,
     CNCB_SEPARATE,
@@ -28,8 +29,8 @@ from ct_lesion_d2.data.converters import (
     mask_to_annotations,
 )
 from ct_lesion_d2.data.datasets.builtin import register_ct_lesion_coco
-from ct_lesion_d2.data.splits import split_by_group
 from ct_lesion_d2.data.io import DatasetFormatError
+from ct_lesion_d2.data.splits import split_by_group
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LESION = OrderedDict([("Lesion", (1,))])
@@ -41,8 +42,12 @@ LESION = OrderedDict([("Lesion", (1,))])
 def _expected_bbox(component):
     """XYWH box of a boolean mask computed directly with numpy."""
     ys, xs = np.nonzero(component)
-    return [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1),
-            float(ys.max() - ys.min() + 1)]
+    return [
+        float(xs.min()),
+        float(ys.min()),
+        float(xs.max() - xs.min() + 1),
+        float(ys.max() - ys.min() + 1),
+    ]
 
 
 def _decode(ann):
@@ -87,7 +92,9 @@ def _make_cncb(root, num_scans=5, frames=2, size=64):
             if f == 0:
                 mask[10:22, 10:22] = 2  # GGO 144 px
                 mask[10:22, 22:34] = 3  # consolidation 144 px, shares an edge with the GGO
-            _save_jpg(_ct_like(100 * s + f, (size, size)), os.path.join(root, "image", scan, f"{f}.jpg"))
+            _save_jpg(
+                _ct_like(100 * s + f, (size, size)), os.path.join(root, "image", scan, f"{f}.jpg")
+            )
             _save_png(mask, os.path.join(root, "mask", scan, f"{f}.png"))
     return root
 
@@ -141,7 +148,7 @@ def test_two_separate_blobs_two_instances_with_hand_checked_boxes():
     a[5:20, 10:40] = True  # 15 rows x 30 cols
     b = np.zeros(mask.shape, bool)
     yy, xx = np.mgrid[:80, :120]
-    b[(yy - 55) ** 2 + (xx - 90) ** 2 <= 12 ** 2] = True  # a disc
+    b[(yy - 55) ** 2 + (xx - 90) ** 2 <= 12**2] = True  # a disc
     mask[a | b] = 1
     anns = mask_to_annotations(mask, LESION)
     assert len(anns) == 2
@@ -471,8 +478,14 @@ def test_convert_dataset_tool_subprocess(tmp_path):
     src = _make_binary_folder(str(tmp_path / "bin"), num=4)
     out = str(tmp_path / "out")
     env = dict(os.environ, PYTHONPATH=REPO)
-    cmd = [sys.executable, os.path.join(REPO, "tools", "convert_dataset.py"), "binary-folder", src,
-           "--output", out]
+    cmd = [
+        sys.executable,
+        os.path.join(REPO, "tools", "convert_dataset.py"),
+        "binary-folder",
+        src,
+        "--output",
+        out,
+    ]
     first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     train_json = os.path.join(out, "annotations", "train.json")
@@ -488,8 +501,9 @@ def test_convert_dataset_tool_subprocess(tmp_path):
     assert len(errors) == 1, second.stderr
     assert train_json in errors[0] and "--overwrite" in errors[0]
 
-    third = subprocess.run(cmd + ["--overwrite"], env=env, capture_output=True, text=True,
-                           timeout=120, cwd=tmp_path)
+    third = subprocess.run(
+        cmd + ["--overwrite"], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
     assert third.returncode == 0, third.stderr
 
 
@@ -505,7 +519,9 @@ def test_real_medseg100(shared_data, tmp_path):
     val_names = {im["file_name"] for im in val["images"]}
     assert len(train_names) == 64 and len(val_names) == 16
     assert not (train_names & val_names)
-    assert train_names | val_names == {f"images/{n}" for n in os.listdir(os.path.join(src, "images"))}
+    assert train_names | val_names == {
+        f"images/{n}" for n in os.listdir(os.path.join(src, "images"))
+    }
     assert train["info"]["image_root"] == os.path.abspath(src)
     anns = train["annotations"] + val["annotations"]
     assert len(train["annotations"]) > 0 and len(val["annotations"]) > 0
@@ -518,7 +534,9 @@ def test_real_medseg100(shared_data, tmp_path):
     for a in anns:
         by_image.setdefault(a["image_id"], []).append(a)
     for im in train["images"][:8] + val["images"][:4]:
-        lesion = np.array(Image.open(os.path.join(src, "masks", os.path.basename(im["file_name"])))) == 1
+        lesion = (
+            np.array(Image.open(os.path.join(src, "masks", os.path.basename(im["file_name"])))) == 1
+        )
         assert lesion.shape == (im["height"], im["width"])
         covered = np.zeros(lesion.shape, np.int32)
         for a in by_image.get(im["id"], []):
@@ -558,7 +576,9 @@ def test_real_medseg_multiclass_transposed(shared_data, tmp_path):
     train, val = _load(outputs["train"]), _load(outputs["val"])
     images = train["images"] + val["images"]
     assert len(images) == 78
-    assert not ({im["file_name"] for im in train["images"]} & {im["file_name"] for im in val["images"]})
+    assert not (
+        {im["file_name"] for im in train["images"]} & {im["file_name"] for im in val["images"]}
+    )
     image_root = train["info"]["image_root"]
     assert image_root == os.path.abspath(os.path.join(out, "images"))
     for im in images:
@@ -635,7 +655,9 @@ def test_binary_mask_with_both_1_and_255_is_refused(tmp_path):
     _save_png(mask, bad)
     with pytest.raises(DatasetFormatError) as excinfo:
         convert_layout("binary-folder", src, str(tmp_path / "out"))
-    _assert_format_error(excinfo, bad, "unexpected mask values [255]; allowed 0 and 1, or 0 and 255")
+    _assert_format_error(
+        excinfo, bad, "unexpected mask values [255]; allowed 0 and 1, or 0 and 255"
+    )
 
 
 def test_real_covid19_ct_seg_split_by_volume(shared_data, tmp_path):
@@ -674,7 +696,8 @@ def test_real_covid19_ct_seg_split_by_volume(shared_data, tmp_path):
     # slices are annotated as stored: the image the JSON names is the source file, unturned
     first = train["images"][0]
     assert os.path.join(train["info"]["image_root"], first["file_name"]) == os.path.join(
-        os.path.abspath(src), first["file_name"])
+        os.path.abspath(src), first["file_name"]
+    )
 
 
 def test_volume_layout_needs_a_row_per_slice(tmp_path):

@@ -1,4 +1,5 @@
 """`make demo` (tools/demo.py), both stages, on a handful of synthetic slices."""
+
 import json
 import os
 
@@ -11,8 +12,20 @@ from ct_lesion_d2.model_zoo import DEFAULT_ZOO_MODEL
 
 def test_demo_runs_both_stages_and_prints_the_confusion_matrix(tmp_path, capsys):
     output = tmp_path / "demo"
-    results = demo.main(["--output", str(output), "--num-slices", "15", "--max-iter", "2",
-                         "--classifier-iter", "20", "MODEL.DEVICE", "cpu"])
+    results = demo.main(
+        [
+            "--output",
+            str(output),
+            "--num-slices",
+            "15",
+            "--max-iter",
+            "2",
+            "--classifier-iter",
+            "20",
+            "MODEL.DEVICE",
+            "cpu",
+        ]
+    )
     printed = capsys.readouterr().out
     assert "demo segm" in printed
     assert "confusion matrix (rows true, columns predicted):" in printed
@@ -38,7 +51,9 @@ def test_demo_runs_both_stages_and_prints_the_confusion_matrix(tmp_path, capsys)
     assert card["name"] == DEFAULT_ZOO_MODEL and card["zoo_model"]
     assert card["training_data"] == ["ct_lesion_medseg100_train", "ct_lesion_covid19_ct_seg_train"]
     assert report["summary"]["lesion_count"] >= 1  # the slice shows bilateral ground glass
-    assert os.path.isfile(os.path.join(os.path.dirname(results["real_slice_report"]), "report.html"))
+    assert os.path.isfile(
+        os.path.join(os.path.dirname(results["real_slice_report"]), "report.html")
+    )
     assert "demo real slice" in printed
 
 

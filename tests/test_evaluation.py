@@ -1,10 +1,11 @@
 """COCOEvaluator, as the trainer builds it, on a tiny set whose AP is known by hand."""
+
 import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.structures import BoxMode, Boxes, Instances
+from detectron2.structures import Boxes, BoxMode, Instances
 
 from ct_lesion_d2.engine import CTLesionTrainer
 from ct_lesion_d2.model_zoo import get_config
@@ -31,13 +32,20 @@ def record(image_id, masks):
                 "iscrowd": 0,
             }
         )
-    return {"file_name": f"{image_id}.png", "image_id": image_id, "height": SIZE,
-            "width": SIZE, "annotations": anns}
+    return {
+        "file_name": f"{image_id}.png",
+        "image_id": image_id,
+        "height": SIZE,
+        "width": SIZE,
+        "annotations": anns,
+    }
 
 
 def prediction(masks, scores):
     inst = Instances((SIZE, SIZE))
-    stacked = torch.as_tensor(np.stack(masks)).bool() if masks else torch.zeros(0, SIZE, SIZE).bool()
+    stacked = (
+        torch.as_tensor(np.stack(masks)).bool() if masks else torch.zeros(0, SIZE, SIZE).bool()
+    )
     boxes = [mask_util.toBbox(mask_util.encode(np.asfortranarray(m))) for m in masks]
     xyxy = [[x, y, x + w, y + h] for x, y, w, h in boxes]
     inst.pred_boxes = Boxes(torch.tensor(xyxy, dtype=torch.float32).reshape(-1, 4))

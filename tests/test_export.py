@@ -1,4 +1,5 @@
 """TorchScript/ONNX export of the segmenter and classifier, and the CPU inference optimisations."""
+
 import copy
 import os
 
@@ -16,6 +17,9 @@ from ct_lesion_d2.export import (
     ExportError,
     GatherROIAlign,
     check_exportable,
+)
+from ct_lesion_d2.export import checked_export as export_tool
+from ct_lesion_d2.export import (
     classifier_candidates,
     compare_classification,
     compare_segmentation,
@@ -27,16 +31,18 @@ from ct_lesion_d2.export import (
 )
 from ct_lesion_d2.model_zoo import get_config
 
-from ct_lesion_d2.export import checked_export as export_tool
-
 pytestmark = pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 FORMATS = ("torchscript", "onnx")
 # A small model: fewer proposals and detections keep tracing and the checks fast.
 SMALL = [
-    "MODEL.DEVICE", "cpu",
-    "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
-    "MODEL.RPN.POST_NMS_TOPK_TEST", "100",
-    "TEST.DETECTIONS_PER_IMAGE", "20",
+    "MODEL.DEVICE",
+    "cpu",
+    "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+    "0.0",
+    "MODEL.RPN.POST_NMS_TOPK_TEST",
+    "100",
+    "TEST.DETECTIONS_PER_IMAGE",
+    "20",
 ]
 
 
@@ -148,28 +154,55 @@ def test_unsupported_options_raise_clear_errors(segmenter, tmp_path):
 
 
 def test_export_tool_refuses_an_old_opset(tmp_path):
-    config = os.path.join(os.path.dirname(__file__), "..", "configs",
-                          "mask_rcnn_R18_T1_FPN1_lesion.yaml")
-    argv = ["--config-file", config, "--output", str(tmp_path / "out"), "--images", str(tmp_path),
-            "--format", "onnx", "--opset", "13"]
-    with pytest.raises(SystemExit, match="mask_rcnn_R18_T1_FPN1_lesion.yaml: cannot export: "
-                                         "MODEL.ROI_BOX_HEAD.POOLER_TYPE ROIAlignV2"):
+    config = os.path.join(
+        os.path.dirname(__file__), "..", "configs", "mask_rcnn_R18_T1_FPN1_lesion.yaml"
+    )
+    argv = [
+        "--config-file",
+        config,
+        "--output",
+        str(tmp_path / "out"),
+        "--images",
+        str(tmp_path),
+        "--format",
+        "onnx",
+        "--opset",
+        "13",
+    ]
+    with pytest.raises(
+        SystemExit,
+        match="mask_rcnn_R18_T1_FPN1_lesion.yaml: cannot export: "
+        "MODEL.ROI_BOX_HEAD.POOLER_TYPE ROIAlignV2",
+    ):
         export_tool.main(argv)
     assert not os.path.exists(tmp_path / "out")
 
 
 def test_export_tool_keeps_config_overrides_after_images(tmp_path):
     # README form: --images DIR, then the overrides; argparse alone gives them to --images
-    args = export_tool.parse_args(["--config-file", "c.yaml", "--output", "o", "--images",
-                                   str(tmp_path), "MODEL.WEIGHTS", "m.pth", "MODEL.DEVICE", "cpu"])
+    args = export_tool.parse_args(
+        [
+            "--config-file",
+            "c.yaml",
+            "--output",
+            "o",
+            "--images",
+            str(tmp_path),
+            "MODEL.WEIGHTS",
+            "m.pth",
+            "MODEL.DEVICE",
+            "cpu",
+        ]
+    )
     assert args.images == [str(tmp_path)]
     assert args.opts == ["MODEL.WEIGHTS", "m.pth", "MODEL.DEVICE", "cpu"]
 
 
 def test_optimized_model_matches_eager(segmenter):
     optimized = optimize_for_inference(copy.deepcopy(segmenter))
-    assert not any(isinstance(getattr(m, "norm", None), torch.nn.BatchNorm2d)
-                   for m in optimized.modules())
+    assert not any(
+        isinstance(getattr(m, "norm", None), torch.nn.BatchNorm2d) for m in optimized.modules()
+    )
     assert any(isinstance(m, GatherROIAlign) for m in optimized.modules())
     for image in images():
         with torch.no_grad():

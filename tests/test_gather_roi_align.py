@@ -1,5 +1,6 @@
 """The gather RoIAlign against torchvision's (forward and input gradients, float64), and a Mask
 R-CNN trained with it (``MODEL.CT_ROI_POOLING.GATHER``) against the default model."""
+
 import copy
 
 import pytest

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ct_lesion_d2.data.readers.image_input import ImageInputOptions
 from ct_lesion_d2.data.io import DatasetFormatError
 from ct_lesion_d2.data.readers import read_scan
+from ct_lesion_d2.data.readers.image_input import ImageInputOptions
 from ct_lesion_d2.data.transforms import apply_ct_window
 
 LIDC = "dicom/lidc_minimal_header/0.dcm"

@@ -1,4 +1,5 @@
 """Detectron2 and ct_lesion_d2 import in either order; the _C placeholder names missing ops."""
+
 import os
 import subprocess
 import sys
@@ -20,8 +21,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(ct_lesion_d2.__file__)))
 )
 def test_import_order(order):
     env = dict(os.environ, PYTHONPATH=REPO)
-    code = order + "; from detectron2.modeling import BACKBONE_REGISTRY; " + (
-        "assert 'build_ct_lesion_resnet_fpn_backbone' in BACKBONE_REGISTRY._obj_map"
+    code = (
+        order
+        + "; from detectron2.modeling import BACKBONE_REGISTRY; "
+        + ("assert 'build_ct_lesion_resnet_fpn_backbone' in BACKBONE_REGISTRY._obj_map")
     )
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
 

@@ -10,6 +10,7 @@ trajectory of one at batch 2 where that can hold (see ``test_two_processes_follo
 Needs the official Detectron2 (0.6's ``launch`` asserts CUDA): skipped on the 0.6 build, where
 the one-line refusal is tested instead (``tests/test_training.py``).
 """
+
 import json
 import os
 import shutil
@@ -42,18 +43,45 @@ TRAIN_NET = os.path.join(REPO, "tools", "train_net.py")
 RUNS = os.path.join(REPO, "tests", "distributed_runs.py")
 CONFIG = os.path.join(REPO, "configs", "mask_rcnn_R18_T1_FPN1_synthetic_cpu.yaml")
 SMALL = [
-    "MODEL.DEVICE", "cpu", "SEED", "0", "DATALOADER.NUM_WORKERS", "0",
-    "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "128",
-    "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "128",
-    "MODEL.RPN.PRE_NMS_TOPK_TRAIN", "256", "MODEL.RPN.POST_NMS_TOPK_TRAIN", "64",
-    "MODEL.RPN.PRE_NMS_TOPK_TEST", "256", "MODEL.RPN.POST_NMS_TOPK_TEST", "64",
-    "SOLVER.WARMUP_ITERS", "1", "SOLVER.STEPS", "()",
+    "MODEL.DEVICE",
+    "cpu",
+    "SEED",
+    "0",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+    "INPUT.MIN_SIZE_TRAIN",
+    "(128,)",
+    "INPUT.MAX_SIZE_TRAIN",
+    "128",
+    "INPUT.MIN_SIZE_TEST",
+    "128",
+    "INPUT.MAX_SIZE_TEST",
+    "128",
+    "MODEL.RPN.PRE_NMS_TOPK_TRAIN",
+    "256",
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN",
+    "64",
+    "MODEL.RPN.PRE_NMS_TOPK_TEST",
+    "256",
+    "MODEL.RPN.POST_NMS_TOPK_TEST",
+    "64",
+    "SOLVER.WARMUP_ITERS",
+    "1",
+    "SOLVER.STEPS",
+    "()",
 ]
 TRAIN_OPTS = SMALL + [
-    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32", "SOLVER.IMS_PER_BATCH", "2",
-    "SOLVER.CHECKPOINT_PERIOD", "2", "TEST.EVAL_PERIOD", "0",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+    "32",
+    "SOLVER.IMS_PER_BATCH",
+    "2",
+    "SOLVER.CHECKPOINT_PERIOD",
+    "2",
+    "TEST.EVAL_PERIOD",
+    "0",
     # every detection is kept, so that each validation image has predictions to gather
-    "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
+    "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+    "0.0",
 ]
 ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO)
 VAL_IMAGE_IDS = []
@@ -64,8 +92,9 @@ def datasets_root(tmp_path_factory):
     """$DETECTRON2_DATASETS with ``synthetic``: 4 training and 2 validation slices."""
     root = tmp_path_factory.mktemp("datasets")
     generate_synthetic_slices(str(root / "slices"), 6, seed=0, size=128, progress=False)
-    outputs = convert_layout("two-label-folder", str(root / "slices"), str(root / "synthetic"),
-                             val_fraction=0.34)
+    outputs = convert_layout(
+        "two-label-folder", str(root / "slices"), str(root / "synthetic"), val_fraction=0.34
+    )
     with open(outputs["val"]) as f:
         VAL_IMAGE_IDS.extend(image["id"] for image in json.load(f)["images"])
     return str(root)
@@ -78,12 +107,22 @@ def free_port():
 
 
 def train_net(datasets_root, output_dir, *args, opts=(), wait=True):
-    cmd = [sys.executable, TRAIN_NET, "--config-file", CONFIG, *args, *TRAIN_OPTS, *opts,
-           "OUTPUT_DIR", str(output_dir)]
+    cmd = [
+        sys.executable,
+        TRAIN_NET,
+        "--config-file",
+        CONFIG,
+        *args,
+        *TRAIN_OPTS,
+        *opts,
+        "OUTPUT_DIR",
+        str(output_dir),
+    ]
     env = dict(ENV, DETECTRON2_DATASETS=datasets_root)
     if not wait:
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True)
+        return subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -94,8 +133,9 @@ def iteration_of(path):
 def assert_gathered_evaluation(output_dir, log):
     """COCOEvaluator ran on process 0 over the predictions of both processes."""
     assert len(VAL_IMAGE_IDS) >= 2
-    results = os.path.join(output_dir, "inference", "ct_lesion_synthetic_val",
-                           "coco_instances_results.json")
+    results = os.path.join(
+        output_dir, "inference", "ct_lesion_synthetic_val", "coco_instances_results.json"
+    )
     with open(results) as f:
         image_ids = {p["image_id"] for p in json.load(f)}
     assert image_ids == set(VAL_IMAGE_IDS)
@@ -104,8 +144,9 @@ def assert_gathered_evaluation(output_dir, log):
 
 def test_two_processes_train_checkpoint_resume_and_evaluate(datasets_root, tmp_path):
     out = tmp_path / "out"
-    first = train_net(datasets_root, out, "--num-gpus", "2",
-                      opts=["SOLVER.MAX_ITER", "3", "DATASETS.TEST", "()"])
+    first = train_net(
+        datasets_root, out, "--num-gpus", "2", opts=["SOLVER.MAX_ITER", "3", "DATASETS.TEST", "()"]
+    )
     assert first.returncode == 0, first.stderr[-3000:]
     assert iteration_of(out / "model_0000001.pth") == 1
     assert iteration_of(out / "model_final.pth") == 2
@@ -113,8 +154,9 @@ def test_two_processes_train_checkpoint_resume_and_evaluate(datasets_root, tmp_p
         record = json.load(f)
     assert record["world_size"] == 2 and record["ims_per_batch"] == 1
 
-    resumed = train_net(datasets_root, out, "--num-gpus", "2", "--resume",
-                        opts=["SOLVER.MAX_ITER", "5"])
+    resumed = train_net(
+        datasets_root, out, "--num-gpus", "2", "--resume", opts=["SOLVER.MAX_ITER", "5"]
+    )
     log = resumed.stdout + resumed.stderr
     assert resumed.returncode == 0, log[-3000:]
     assert "Starting training from iteration 3" in log
@@ -127,9 +169,20 @@ def test_two_machines_on_loopback(datasets_root, tmp_path):
     out = tmp_path / "out"
     url = f"tcp://127.0.0.1:{free_port()}"
     machines = [
-        train_net(datasets_root, out, "--num-gpus", "1", "--num-machines", "2",
-                  "--machine-rank", str(rank), "--dist-url", url,
-                  opts=["SOLVER.MAX_ITER", "2"], wait=False)
+        train_net(
+            datasets_root,
+            out,
+            "--num-gpus",
+            "1",
+            "--num-machines",
+            "2",
+            "--machine-rank",
+            str(rank),
+            "--dist-url",
+            url,
+            opts=["SOLVER.MAX_ITER", "2"],
+            wait=False,
+        )
         for rank in (0, 1)
     ]
     logs = [m.communicate(timeout=600)[0] for m in machines]
@@ -146,8 +199,10 @@ def identical_slices(root):
     slices = os.path.join(root, "slices")
     generate_synthetic_slices(slices, 4, seed=0, size=128, progress=False)
     names = sorted(os.listdir(os.path.join(slices, "masks")))
-    lesion = max(names, key=lambda n: np.count_nonzero(np.asarray(
-        Image.open(os.path.join(slices, "masks", n)))))
+    lesion = max(
+        names,
+        key=lambda n: np.count_nonzero(np.asarray(Image.open(os.path.join(slices, "masks", n)))),
+    )
     for sub in ("images", "masks"):
         for name in names:
             if name != lesion:
@@ -170,17 +225,39 @@ def test_two_processes_follow_the_loss_trajectory_of_one_at_twice_the_batch(tmp_
     """
     identical_slices(str(tmp_path))
     opts = SMALL + [
-        "INPUT.RANDOM_FLIP", "none", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "3",
-        "SOLVER.CHECKPOINT_PERIOD", "1", "DATASETS.TRAIN", "('ct_lesion_synthetic_train',)",
-        "DATASETS.TEST", "()", "MODEL.RPN.BATCH_SIZE_PER_IMAGE", "100000",
-        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "100000", "SOLVER.BASE_LR", "0.02",
+        "INPUT.RANDOM_FLIP",
+        "none",
+        "SOLVER.IMS_PER_BATCH",
+        "2",
+        "SOLVER.MAX_ITER",
+        "3",
+        "SOLVER.CHECKPOINT_PERIOD",
+        "1",
+        "DATASETS.TRAIN",
+        "('ct_lesion_synthetic_train',)",
+        "DATASETS.TEST",
+        "()",
+        "MODEL.RPN.BATCH_SIZE_PER_IMAGE",
+        "100000",
+        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+        "100000",
+        "SOLVER.BASE_LR",
+        "0.02",
     ]
     env = dict(ENV, DETECTRON2_DATASETS=str(tmp_path))
     runs = {}
     for procs in (1, 2):
         out = tmp_path / f"p{procs}"
-        cmd = [sys.executable, RUNS, "losses", str(procs), str(tmp_path / f"p{procs}.json"),
-               *opts, "OUTPUT_DIR", str(out)]
+        cmd = [
+            sys.executable,
+            RUNS,
+            "losses",
+            str(procs),
+            str(tmp_path / f"p{procs}.json"),
+            *opts,
+            "OUTPUT_DIR",
+            str(out),
+        ]
         result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]
         with open(tmp_path / f"p{procs}.json") as f:
@@ -192,17 +269,24 @@ def test_two_processes_follow_the_loss_trajectory_of_one_at_twice_the_batch(tmp_
         for name, value in losses.items():
             assert runs[2][it][name] == pytest.approx(value, rel=1e-4, abs=1e-6), (it, name)
     assert runs[1]["2"]["total_loss"] != runs[1]["0"]["total_loss"]  # it did train
+
     # The weights: the two runs differ by rounding (sums in another order, which the top-k and
     # NMS choices of the proposals can amplify), well under what the last two iterations
     # changed (0.4 % measured). BatchNorm's running variance is left out: its unbiased estimate
     # divides by n - 1 with n the pixels of each process's batch, so it differs by design.
     def flat(state):
-        return torch.cat([v.flatten().double() for k, v in sorted(state.items())
-                          if v.is_floating_point() and "running_" not in k])
+        return torch.cat(
+            [
+                v.flatten().double()
+                for k, v in sorted(state.items())
+                if v.is_floating_point() and "running_" not in k
+            ]
+        )
 
     one, two = flat(runs[1, "weights"]), flat(runs[2, "weights"])
-    after_first = flat(torch.load(tmp_path / "p1" / "model_0000000.pth",
-                                  weights_only=False)["model"])
+    after_first = flat(
+        torch.load(tmp_path / "p1" / "model_0000000.pth", weights_only=False)["model"]
+    )
     assert (two - one).norm() < 0.02 * (one - after_first).norm()
 
 
@@ -213,20 +297,39 @@ def test_cached_roi_batches_sharded_over_two_processes_equal_one(tmp_path):
     segmenter = build_model(get_config("mask_rcnn_R18_T1", ["MODEL.DEVICE", "cpu"]))
     DetectionCheckpointer(segmenter, save_dir=str(tmp_path)).save("segmenter")
     opts = SMALL + [
-        "MODEL.CT_CLASSIFIER.SEGMENTATION_WEIGHTS", str(tmp_path / "segmenter.pth"),
-        "MODEL.CT_CLASSIFIER.TRAIN_BN_AFFINE", "False", "MODEL.CT_CLASSIFIER.CACHE_ROI_BATCHES",
-        "True", "INPUT.RANDOM_FLIP", "none", "SOLVER.IMS_PER_BATCH", "2",
-        "MODEL.RPN.POST_NMS_TOPK_TEST", "300", "OUTPUT_DIR", str(tmp_path / "out"),
+        "MODEL.CT_CLASSIFIER.SEGMENTATION_WEIGHTS",
+        str(tmp_path / "segmenter.pth"),
+        "MODEL.CT_CLASSIFIER.TRAIN_BN_AFFINE",
+        "False",
+        "MODEL.CT_CLASSIFIER.CACHE_ROI_BATCHES",
+        "True",
+        "INPUT.RANDOM_FLIP",
+        "none",
+        "SOLVER.IMS_PER_BATCH",
+        "2",
+        "MODEL.RPN.POST_NMS_TOPK_TEST",
+        "300",
+        "OUTPUT_DIR",
+        str(tmp_path / "out"),
     ]
-    cmd = [sys.executable, RUNS, "roi-cache", "2", str(tmp_path / "rows.pt"),
-           str(slices / "slices.json"), *opts]
+    cmd = [
+        sys.executable,
+        RUNS,
+        "roi-cache",
+        "2",
+        str(tmp_path / "rows.pt"),
+        str(slices / "slices.json"),
+        *opts,
+    ]
     result = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     sharded = torch.load(tmp_path / "rows.pt", weights_only=False)
 
     with open(slices / "slices.json") as f:
-        records = [{"file_name": str(slices / r["file_name"]), "image_id": i,
-                    "class_id": r["class_id"]} for i, r in enumerate(json.load(f))]
+        records = [
+            {"file_name": str(slices / r["file_name"]), "image_id": i, "class_id": r["class_id"]}
+            for i, r in enumerate(json.load(f))
+        ]
     name = "ct_lesion_test_launch_cls"
     register_ct_classification(name, lambda: records, ["Control", "Common Pneumonia", "COVID-19"])
     try:
@@ -238,6 +341,9 @@ def test_cached_roi_batches_sharded_over_two_processes_equal_one(tmp_path):
     assert len(sharded) == len(single) == 5
     for a, b in zip(sharded, single):
         assert (a["file_name"], a["class_id"], a["image_id"]) == (
-            b["file_name"], b["class_id"], b["image_id"])
+            b["file_name"],
+            b["class_id"],
+            b["image_id"],
+        )
         assert torch.allclose(a["roi_rows"], b["roi_rows"], atol=1e-5)
     assert sum(float(r["roi_rows"].abs().sum()) for r in single) > 0

@@ -10,8 +10,8 @@ import pydicom
 import pytest
 
 from ct_lesion_d2.analysis.mask_export import export_lesion_masks
-from ct_lesion_d2.data.readers.geometry import scan_geometry
 from ct_lesion_d2.data.readers import read_scan
+from ct_lesion_d2.data.readers.geometry import scan_geometry
 
 TCIA = "dicom/tcia_covid19_ny_sbu/A002304/axial/19001231-076.dcm"
 MARK = (slice(100, 110), slice(40, 60))  # stored rows, columns of a bright marker

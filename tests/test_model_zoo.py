@@ -1,5 +1,6 @@
 """The trained weights that ship with the project: the file's hash, loading by name, the
 default model of the predictor, and the zoo model finding lesions on real slices."""
+
 import os
 import shutil
 
@@ -39,7 +40,10 @@ def test_zoo_file_carries_float16_weights_and_how_it_was_made():
     assert floats and all(v.dtype == torch.float16 for v in floats)
     record = zoo_record(path)
     assert record is state[ZOO_RECORD_KEY] or record == state[ZOO_RECORD_KEY]
-    assert record["training_data"] == ["ct_lesion_medseg100_train", "ct_lesion_covid19_ct_seg_train"]
+    assert record["training_data"] == [
+        "ct_lesion_medseg100_train",
+        "ct_lesion_covid19_ct_seg_train",
+    ]
     assert record["iteration"] > 0 and "MODEL" in record["config"]
 
 

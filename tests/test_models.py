@@ -1,4 +1,5 @@
 """Forward and backward passes of every variant, on odd-sized images with and without lesions."""
+
 import numpy as np
 import pytest
 import torch

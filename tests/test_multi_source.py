@@ -1,5 +1,6 @@
 """Training on several sources at once: per-dataset repeat factors, the CT augmentations of the
 real-CT recipe, and one training step over both real sources."""
+
 import os
 import shutil
 from collections import Counter
@@ -35,12 +36,30 @@ def _register(name, records):
 
 @pytest.fixture
 def two_fake_sources():
-    small = [{"file_name": f"small_{i}.png", "image_id": i, "height": 8, "width": 8,
-              "annotations": [{"bbox": [0, 0, 4, 4], "bbox_mode": BoxMode.XYWH_ABS,
-                               "category_id": 0}]} for i in range(5)]
-    large = [{"file_name": f"large_{i}.png", "image_id": 100 + i, "height": 8, "width": 8,
-              "annotations": [{"bbox": [0, 0, 4, 4], "bbox_mode": BoxMode.XYWH_ABS,
-                               "category_id": 0}]} for i in range(20)]
+    small = [
+        {
+            "file_name": f"small_{i}.png",
+            "image_id": i,
+            "height": 8,
+            "width": 8,
+            "annotations": [
+                {"bbox": [0, 0, 4, 4], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0}
+            ],
+        }
+        for i in range(5)
+    ]
+    large = [
+        {
+            "file_name": f"large_{i}.png",
+            "image_id": 100 + i,
+            "height": 8,
+            "width": 8,
+            "annotations": [
+                {"bbox": [0, 0, 4, 4], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0}
+            ],
+        }
+        for i in range(20)
+    ]
     names = ("test_ms_small", "test_ms_large")
     for name, records in zip(names, (small, large)):
         _register(name, records)
@@ -51,29 +70,34 @@ def two_fake_sources():
 
 
 def test_dataset_repeat_factors_follow_the_sources(two_fake_sources):
-    cfg = get_config(RECIPE, ["DATASETS.TRAIN", str(two_fake_sources),
-                              "DATALOADER.CT_DATASET_REPEAT", "(4.0, 1.0)"])
+    cfg = get_config(
+        RECIPE,
+        ["DATASETS.TRAIN", str(two_fake_sources), "DATALOADER.CT_DATASET_REPEAT", "(4.0, 1.0)"],
+    )
     records, factors = load_train_dicts(cfg)
     assert [r["file_name"][:5] for r in records] == ["small"] * 5 + ["large"] * 20
     assert factors == [4.0] * 5 + [1.0] * 20
     # the sampler draws each small-source slice about 4x as often as a large-source one
-    loader = build_resumable_train_loader(cfg, mapper=lambda r: r["file_name"], seed=0,
-                                          aspect_ratio_grouping=False, num_workers=0)
+    loader = build_resumable_train_loader(
+        cfg, mapper=lambda r: r["file_name"], seed=0, aspect_ratio_grouping=False, num_workers=0
+    )
     counts = Counter(name[:5] for batch, _ in zip(loader, range(400)) for name in batch)
     per_slice = {k: counts[k] / n for k, n in (("small", 5), ("large", 20))}
     assert 3.0 < per_slice["small"] / per_slice["large"] < 5.0, per_slice
 
 
 def test_without_repeat_factors_the_sources_are_concatenated(two_fake_sources):
-    cfg = get_config(RECIPE, ["DATASETS.TRAIN", str(two_fake_sources),
-                              "DATALOADER.CT_DATASET_REPEAT", "()"])
+    cfg = get_config(
+        RECIPE, ["DATASETS.TRAIN", str(two_fake_sources), "DATALOADER.CT_DATASET_REPEAT", "()"]
+    )
     records, factors = load_train_dicts(cfg)
     assert len(records) == 25 and factors is None
 
 
 def test_repeat_factors_must_match_the_sources(two_fake_sources):
-    cfg = get_config(RECIPE, ["DATASETS.TRAIN", str(two_fake_sources),
-                              "DATALOADER.CT_DATASET_REPEAT", "(4.0,)"])
+    cfg = get_config(
+        RECIPE, ["DATASETS.TRAIN", str(two_fake_sources), "DATALOADER.CT_DATASET_REPEAT", "(4.0,)"]
+    )
     with pytest.raises(ValueError, match="one positive factor per name of DATASETS.TRAIN"):
         load_train_dicts(cfg)
 
@@ -124,12 +148,18 @@ def test_augmentations_off_are_detectron2s():
 def test_recipe_augmentations_and_test_time_is_resize_only():
     cfg = get_config(RECIPE)
     train_types = [type(a).__name__ for a in build_ct_augmentation(cfg, True)]
-    for name in ("ResizeShortestEdge", "RandomFlip", "RandomRotation", "RandomContrast",
-                 "RandomBrightness", "RandomGamma", "RandomCLAHE"):
+    for name in (
+        "ResizeShortestEdge",
+        "RandomFlip",
+        "RandomRotation",
+        "RandomContrast",
+        "RandomBrightness",
+        "RandomGamma",
+        "RandomCLAHE",
+    ):
         assert name in train_types
     assert train_types.count("RandomFlip") == 2  # horizontal and vertical
-    assert [type(a).__name__ for a in build_ct_augmentation(cfg, False)] == [
-        "ResizeShortestEdge"]
+    assert [type(a).__name__ for a in build_ct_augmentation(cfg, False)] == ["ResizeShortestEdge"]
 
 
 def test_rotated_slice_boxes_are_recomputed_from_masks(shared_data, tmp_path):
@@ -137,14 +167,14 @@ def test_rotated_slice_boxes_are_recomputed_from_masks(shared_data, tmp_path):
     for sub in ("images", "masks"):
         os.makedirs(source / sub)
         shutil.copy(os.path.join(shared_data, "medseg100", sub, "medseg_003.png"), source / sub)
-    outputs = convert_layout("binary-folder", str(source), str(tmp_path / "coco"),
-                             val_fraction=0)
+    outputs = convert_layout("binary-folder", str(source), str(tmp_path / "coco"), val_fraction=0)
     name = "test_ms_rotated"
     register_ct_lesion_coco(name, outputs["train"], ["Lesion"])
     try:
         record = DatasetCatalog.get(name)[0]
-        cfg = get_config(RECIPE, ["INPUT.CT_AUGMENTATION.ROTATION", "30.0",
-                                  "INPUT.MIN_SIZE_TRAIN", "(256,)"])
+        cfg = get_config(
+            RECIPE, ["INPUT.CT_AUGMENTATION.ROTATION", "30.0", "INPUT.MIN_SIZE_TRAIN", "(256,)"]
+        )
         torch.manual_seed(0)
         np.random.seed(3)
         mapped = CTLesionDatasetMapper(cfg, True)(record)
@@ -172,17 +202,35 @@ def test_one_training_step_over_both_real_sources(shared_data, tmp_path):
         if key == "covid19_ct_seg":
             with open(source / "volumes.csv", "w") as f:
                 f.write("file,volume\n" + "".join(f"{s},v{i}\n" for i, s in enumerate(stems)))
-        outputs = convert_layout(layout, str(source), str(tmp_path / "coco" / key),
-                                 val_fraction=0)
+        outputs = convert_layout(layout, str(source), str(tmp_path / "coco" / key), val_fraction=0)
         names.append(f"test_ms_real_{key}")
         register_ct_lesion_coco(names[-1], outputs["train"], ["Lesion"])
     try:
-        cfg = get_config(RECIPE, [
-            "MODEL.DEVICE", "cpu", "DATASETS.TRAIN", str(tuple(names)), "DATASETS.TEST", "()",
-            "DATALOADER.NUM_WORKERS", "0", "SOLVER.MAX_ITER", "2", "SOLVER.WARMUP_ITERS", "1",
-            "INPUT.MIN_SIZE_TRAIN", "(256,)", "INPUT.MAX_SIZE_TRAIN", "256",
-            "OUTPUT_DIR", str(tmp_path / "out"), "SEED", "0",
-        ])
+        cfg = get_config(
+            RECIPE,
+            [
+                "MODEL.DEVICE",
+                "cpu",
+                "DATASETS.TRAIN",
+                str(tuple(names)),
+                "DATASETS.TEST",
+                "()",
+                "DATALOADER.NUM_WORKERS",
+                "0",
+                "SOLVER.MAX_ITER",
+                "2",
+                "SOLVER.WARMUP_ITERS",
+                "1",
+                "INPUT.MIN_SIZE_TRAIN",
+                "(256,)",
+                "INPUT.MAX_SIZE_TRAIN",
+                "256",
+                "OUTPUT_DIR",
+                str(tmp_path / "out"),
+                "SEED",
+                "0",
+            ],
+        )
         trainer = CTLesionTrainer(cfg)
         trainer.resume_or_load(resume=False)
         trainer.train()
@@ -190,7 +238,11 @@ def test_one_training_step_over_both_real_sources(shared_data, tmp_path):
         assert len(losses) == 2 and np.isfinite(losses).all()
         record = trainer.data_loader.dataset_dicts
         assert {os.path.basename(r["file_name"]) for r in record} == {
-            "medseg_000.png", "medseg_003.png", "0100.png", "0500.png"}
+            "medseg_000.png",
+            "medseg_003.png",
+            "0100.png",
+            "0500.png",
+        }
     finally:
         for name in names:
             DatasetCatalog.pop(name)

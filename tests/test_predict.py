@@ -19,14 +19,13 @@ from PIL import Image
 from pycocotools import mask as mask_util
 
 from ct_lesion_d2.analysis import aggregate_classes, build_scan_report
+from ct_lesion_d2.analysis import dataset_figures as analyze
+from ct_lesion_d2.analysis import predict
 from ct_lesion_d2.data.readers import Scan, read_scan, write_nifti
 from ct_lesion_d2.data.transforms import apply_ct_window
 from ct_lesion_d2.engine import CTLesionPredictor, SlicePrediction, build_predict_config
 from ct_lesion_d2.model_zoo import get_config
 from ct_lesion_d2.visualization import combined_mask_logits, draw_analysis_panel
-
-from ct_lesion_d2.analysis import dataset_figures as analyze
-from ct_lesion_d2.analysis import predict
 
 LIDC = "dicom/lidc_minimal_header/0.dcm"
 MIXED = "dicom/tcia_covid19_ny_sbu/A002304/axial"

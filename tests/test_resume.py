@@ -8,6 +8,7 @@ and 5 (and model_final after 5); the model is evaluated after iteration 3 and af
 the reference run and in the runs that test evaluation; the others skip evaluation, which must
 not change the weights.
 """
+
 import glob
 import hashlib
 import json
@@ -29,14 +30,44 @@ DRIVER = os.path.join(REPO, "tests", "fault_injection.py")
 CONFIG = os.path.join(REPO, "configs", "mask_rcnn_R18_T1_FPN1_synthetic_cpu.yaml")
 MAX_ITER = 6
 OPTS = [
-    "MODEL.DEVICE", "cpu", "SEED", "0", "DATALOADER.NUM_WORKERS", "0",
-    "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "128",
-    "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "128", "INPUT.RANDOM_FLIP", "horizontal",
-    "MODEL.RPN.PRE_NMS_TOPK_TRAIN", "256", "MODEL.RPN.POST_NMS_TOPK_TRAIN", "64",
-    "MODEL.RPN.PRE_NMS_TOPK_TEST", "256", "MODEL.RPN.POST_NMS_TOPK_TEST", "64",
-    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32", "SOLVER.IMS_PER_BATCH", "1",
-    "SOLVER.MAX_ITER", str(MAX_ITER), "SOLVER.WARMUP_ITERS", "2", "SOLVER.STEPS", "()",
-    "SOLVER.CHECKPOINT_PERIOD", "2", "TEST.EVAL_PERIOD", "4",
+    "MODEL.DEVICE",
+    "cpu",
+    "SEED",
+    "0",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+    "INPUT.MIN_SIZE_TRAIN",
+    "(128,)",
+    "INPUT.MAX_SIZE_TRAIN",
+    "128",
+    "INPUT.MIN_SIZE_TEST",
+    "128",
+    "INPUT.MAX_SIZE_TEST",
+    "128",
+    "INPUT.RANDOM_FLIP",
+    "horizontal",
+    "MODEL.RPN.PRE_NMS_TOPK_TRAIN",
+    "256",
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN",
+    "64",
+    "MODEL.RPN.PRE_NMS_TOPK_TEST",
+    "256",
+    "MODEL.RPN.POST_NMS_TOPK_TEST",
+    "64",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+    "32",
+    "SOLVER.IMS_PER_BATCH",
+    "1",
+    "SOLVER.MAX_ITER",
+    str(MAX_ITER),
+    "SOLVER.WARMUP_ITERS",
+    "2",
+    "SOLVER.STEPS",
+    "()",
+    "SOLVER.CHECKPOINT_PERIOD",
+    "2",
+    "TEST.EVAL_PERIOD",
+    "4",
 ]
 # Evaluation neither reads nor moves the random streams of training, so runs that need no
 # evaluation skip it and must still end on the reference's weights.
@@ -52,8 +83,9 @@ def datasets_root(tmp_path_factory):
     return str(root)
 
 
-def train(datasets_root, output_dir, *, resume=False, fault=None, wait=True, evaluate=False,
-          args=()):
+def train(
+    datasets_root, output_dir, *, resume=False, fault=None, wait=True, evaluate=False, args=()
+):
     """Run train_net.py (through the fault driver); returns the CompletedProcess or Popen."""
     env = dict(os.environ, PYTHONPATH=REPO, DETECTRON2_DATASETS=datasets_root)
     env.pop("CT_LESION_FAULT", None)
@@ -63,8 +95,9 @@ def train(datasets_root, output_dir, *, resume=False, fault=None, wait=True, eva
     cmd += list(args)
     cmd += OPTS + ([] if evaluate else NO_EVAL) + ["OUTPUT_DIR", str(output_dir)]
     if not wait:
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                text=True)
+        return subprocess.Popen(
+            cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -127,8 +160,11 @@ def test_uninterrupted_run_records_seed_and_data_order(reference):
     # the periodic checkpoints and the final evaluation are all there
     for it in (1, 3, 5):
         assert os.path.isfile(os.path.join(output_dir, f"model_{it:07d}.pth"))
-    assert os.path.isfile(os.path.join(output_dir, "inference", "ct_lesion_synthetic_val",
-                                       "coco_instances_results.json"))
+    assert os.path.isfile(
+        os.path.join(
+            output_dir, "inference", "ct_lesion_synthetic_val", "coco_instances_results.json"
+        )
+    )
 
 
 def test_kill_during_an_iteration(datasets_root, reference, killed_at_iteration_4, tmp_path):
@@ -165,8 +201,9 @@ def test_kill_during_evaluation(datasets_root, reference, tmp_path):
     assert last_checkpoint(tmp_path) == "model_0000003.pth"
     log = resume_ok(datasets_root, tmp_path, reference[1], evaluate=True)
     assert "Starting training from iteration 4" in log
-    assert os.path.isfile(tmp_path / "inference" / "ct_lesion_synthetic_val"
-                          / "coco_instances_results.json")
+    assert os.path.isfile(
+        tmp_path / "inference" / "ct_lesion_synthetic_val" / "coco_instances_results.json"
+    )
 
 
 def test_resume_skips_a_corrupt_last_checkpoint(

@@ -1,4 +1,5 @@
 """A few iterations of real training through DefaultTrainer on real CT slices."""
+
 import os
 import shutil
 import subprocess
@@ -41,11 +42,32 @@ def test_loss_goes_down_on_real_slices(few_real_slices, tmp_path):
     cfg = get_config(
         "mask_rcnn_R18_T1_FPN1_medseg100_cpu.yaml",
         [
-            "MODEL.DEVICE", "cpu", "SEED", "0", "OUTPUT_DIR", str(tmp_path / "out"),
-            "DATASETS.TRAIN", f"('{NAME}',)", "DATASETS.TEST", "()",
-            "DATALOADER.NUM_WORKERS", "0", "INPUT.MIN_SIZE_TRAIN", "(256,)",
-            "INPUT.MAX_SIZE_TRAIN", "256", "SOLVER.MAX_ITER", "40", "SOLVER.WARMUP_ITERS", "5",
-            "SOLVER.STEPS", "()", "SOLVER.CHECKPOINT_PERIOD", "1000", "TEST.EVAL_PERIOD", "0",
+            "MODEL.DEVICE",
+            "cpu",
+            "SEED",
+            "0",
+            "OUTPUT_DIR",
+            str(tmp_path / "out"),
+            "DATASETS.TRAIN",
+            f"('{NAME}',)",
+            "DATASETS.TEST",
+            "()",
+            "DATALOADER.NUM_WORKERS",
+            "0",
+            "INPUT.MIN_SIZE_TRAIN",
+            "(256,)",
+            "INPUT.MAX_SIZE_TRAIN",
+            "256",
+            "SOLVER.MAX_ITER",
+            "40",
+            "SOLVER.WARMUP_ITERS",
+            "5",
+            "SOLVER.STEPS",
+            "()",
+            "SOLVER.CHECKPOINT_PERIOD",
+            "1000",
+            "TEST.EVAL_PERIOD",
+            "0",
         ],
     )
     seed_all_rng(0)  # default_setup is not called here; this fixes the data order too
@@ -60,22 +82,40 @@ def test_loss_goes_down_on_real_slices(few_real_slices, tmp_path):
 
     # the same weights through the command line tool's --eval-only path
     env = dict(os.environ, PYTHONPATH=REPO, DETECTRON2_DATASETS=few_real_slices)
-    cmd = [sys.executable, TRAIN_NET, "--config-file", CPU_CONFIG, "--eval-only",
-           "MODEL.WEIGHTS", str(weights), "MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", "256",
-           "INPUT.MAX_SIZE_TEST", "256", "OUTPUT_DIR", str(tmp_path / "eval")]
+    cmd = [
+        sys.executable,
+        TRAIN_NET,
+        "--config-file",
+        CPU_CONFIG,
+        "--eval-only",
+        "MODEL.WEIGHTS",
+        str(weights),
+        "MODEL.DEVICE",
+        "cpu",
+        "INPUT.MIN_SIZE_TEST",
+        "256",
+        "INPUT.MAX_SIZE_TEST",
+        "256",
+        "OUTPUT_DIR",
+        str(tmp_path / "eval"),
+    ]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "copypaste: Task: bbox" in result.stdout + result.stderr
-    assert os.path.isfile(tmp_path / "eval" / "inference" / "ct_lesion_medseg100_val"
-                          / "coco_instances_results.json")
+    assert os.path.isfile(
+        tmp_path / "eval" / "inference" / "ct_lesion_medseg100_val" / "coco_instances_results.json"
+    )
 
 
-@pytest.mark.skipif(compat.LAUNCH_ON_CPU or torch.cuda.is_available(),
-                    reason="this Detectron2 launches several CPU processes (tests/test_launch.py)")
+@pytest.mark.skipif(
+    compat.LAUNCH_ON_CPU or torch.cuda.is_available(),
+    reason="this Detectron2 launches several CPU processes (tests/test_launch.py)",
+)
 def test_several_processes_on_detectron2_0_6_without_cuda_is_a_clear_error():
     cmd = [sys.executable, TRAIN_NET, "--config-file", CPU_CONFIG, "--num-gpus", "2"]
-    result = subprocess.run(cmd, env=dict(os.environ, PYTHONPATH=REPO), capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        cmd, env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         "error: 2 processes without CUDA need the official Detectron2 (this is pb1-detectron2 "

@@ -1,5 +1,6 @@
 """Determinism of training on the CPU, the resumable data order, and the stop on a non-finite
 loss (in-process, a few iterations on synthetic 128 px slices)."""
+
 import hashlib
 import os
 import random
@@ -26,8 +27,9 @@ TRAIN, VAL = "ct_lesion_test_faults_train", "ct_lesion_test_faults_val"
 def synthetic_sets(tmp_path_factory):
     root = tmp_path_factory.mktemp("faults")
     generate_synthetic_slices(str(root / "slices"), 6, seed=1, size=128, progress=False)
-    outputs = convert_layout("two-label-folder", str(root / "slices"), str(root / "coco"),
-                             val_fraction=0.1)
+    outputs = convert_layout(
+        "two-label-folder", str(root / "slices"), str(root / "coco"), val_fraction=0.1
+    )
     register_ct_lesion_coco(TRAIN, outputs["train"], ["Lesion"])
     register_ct_lesion_coco(VAL, outputs["val"], ["Lesion"])
     yield
@@ -39,14 +41,46 @@ def synthetic_sets(tmp_path_factory):
 def make_cfg(output_dir, max_iter=4, seed=0, test=(), extra=()):
     """The small training config of these tests."""
     opts = [
-        "MODEL.DEVICE", "cpu", "SEED", str(seed), "OUTPUT_DIR", str(output_dir),
-        "DATASETS.TRAIN", f"('{TRAIN}',)", "DATASETS.TEST", str(tuple(test)),
-        "DATALOADER.NUM_WORKERS", "0", "INPUT.MIN_SIZE_TRAIN", "(128,)",
-        "INPUT.MAX_SIZE_TRAIN", "128", "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "128",
-        "INPUT.RANDOM_FLIP", "horizontal", "MODEL.RPN.PRE_NMS_TOPK_TRAIN", "256",
-        "MODEL.RPN.POST_NMS_TOPK_TRAIN", "64", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
-        "SOLVER.IMS_PER_BATCH", "1", "SOLVER.MAX_ITER", str(max_iter), "SOLVER.WARMUP_ITERS",
-        "2", "SOLVER.STEPS", "()", "SOLVER.CHECKPOINT_PERIOD", "2", "TEST.EVAL_PERIOD", "0",
+        "MODEL.DEVICE",
+        "cpu",
+        "SEED",
+        str(seed),
+        "OUTPUT_DIR",
+        str(output_dir),
+        "DATASETS.TRAIN",
+        f"('{TRAIN}',)",
+        "DATASETS.TEST",
+        str(tuple(test)),
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "INPUT.MIN_SIZE_TRAIN",
+        "(128,)",
+        "INPUT.MAX_SIZE_TRAIN",
+        "128",
+        "INPUT.MIN_SIZE_TEST",
+        "128",
+        "INPUT.MAX_SIZE_TEST",
+        "128",
+        "INPUT.RANDOM_FLIP",
+        "horizontal",
+        "MODEL.RPN.PRE_NMS_TOPK_TRAIN",
+        "256",
+        "MODEL.RPN.POST_NMS_TOPK_TRAIN",
+        "64",
+        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+        "32",
+        "SOLVER.IMS_PER_BATCH",
+        "1",
+        "SOLVER.MAX_ITER",
+        str(max_iter),
+        "SOLVER.WARMUP_ITERS",
+        "2",
+        "SOLVER.STEPS",
+        "()",
+        "SOLVER.CHECKPOINT_PERIOD",
+        "2",
+        "TEST.EVAL_PERIOD",
+        "0",
     ] + list(extra)
     return get_config("mask_rcnn_R18_T1_FPN1_synthetic_cpu.yaml", opts)
 
@@ -67,8 +101,9 @@ class LossLog(HookBase):
 
     def after_step(self):
         latest = self.trainer.storage.latest()
-        self.losses[self.trainer.iter] = {k: v for k, (v, _) in latest.items()
-                                          if k.startswith("loss") or k == "total_loss"}
+        self.losses[self.trainer.iter] = {
+            k: v for k, (v, _) in latest.items() if k.startswith("loss") or k == "total_loss"
+        }
         self.weights[self.trainer.iter] = {
             k: v.detach().clone() for k, v in self.trainer.model.state_dict().items()
         }
@@ -236,8 +271,12 @@ def test_loader_batches_do_not_depend_on_workers_or_start(synthetic_sets, tmp_pa
         loader.set_start_iter(start)
         out = []
         for batch in loader:
-            out.append([(d["file_name"], d["image"].clone(), d["instances"].gt_boxes.tensor)
-                        for d in batch])
+            out.append(
+                [
+                    (d["file_name"], d["image"].clone(), d["instances"].gt_boxes.tensor)
+                    for d in batch
+                ]
+            )
             if len(out) == count:
                 return out
 

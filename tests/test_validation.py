@@ -1,5 +1,6 @@
 """Dataset validation (ct_lesion_d2.data.validation, tools/validate_dataset.py) and the checks
 run when a converted lesion dataset is loaded."""
+
 import importlib.util
 import json
 import os
@@ -70,8 +71,15 @@ def _ann(ann_id, image_id, mask=None, bbox=(5.0, 5.0, 10.0, 10.0)):
     if mask is None:
         mask = np.zeros((H, W), bool)
         mask[5:15, 5:15] = True
-    return {"id": ann_id, "image_id": image_id, "category_id": 1, "iscrowd": 0,
-            "bbox": list(bbox), "area": float(mask.sum()), "segmentation": _rle(mask)}
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": 1,
+        "iscrowd": 0,
+        "bbox": list(bbox),
+        "area": float(mask.sum()),
+        "segmentation": _rle(mask),
+    }
 
 
 @pytest.fixture
@@ -138,8 +146,10 @@ def test_declared_size_differs_from_the_image(three_images):
     entry = dict(_image(1, "a.png"), height=H + 2)
     train = _write_coco(f"{root}/ann/train.json", [entry], root=root)
     report = validate_coco_files([train], progress=False)
-    assert "image is 50x40 (width x height) but the annotations say 50x42" in \
-        report.errors[os.path.join(root, "a.png")][0]
+    assert (
+        "image is 50x40 (width x height) but the annotations say 50x42"
+        in report.errors[os.path.join(root, "a.png")][0]
+    )
 
 
 def test_not_json_and_not_coco(tmp_path):
@@ -190,8 +200,10 @@ def test_registered_classification_datasets_share_no_group(tmp_path):
     for i in range(3):
         _png(str(tmp_path / f"{i}.png"), seed=i)
     records = {
-        "ct_test_val_a": [{"file_name": str(tmp_path / "0.png"), "class_id": 0, "group": "p1"},
-                          {"file_name": str(tmp_path / "1.png"), "class_id": 1, "group": "p2"}],
+        "ct_test_val_a": [
+            {"file_name": str(tmp_path / "0.png"), "class_id": 0, "group": "p1"},
+            {"file_name": str(tmp_path / "1.png"), "class_id": 1, "group": "p2"},
+        ],
         "ct_test_val_b": [{"file_name": str(tmp_path / "2.png"), "class_id": 5, "group": "p1"}],
     }
     try:

@@ -1,9 +1,10 @@
 """Visualizer panels: prediction beside ground truth, low scores hidden, no silent overwrite."""
+
 import numpy as np
 import pytest
 import torch
 from detectron2.data import MetadataCatalog
-from detectron2.structures import BoxMode, Boxes, Instances
+from detectron2.structures import Boxes, BoxMode, Instances
 from PIL import Image
 
 from ct_lesion_d2.visualization import save_prediction_panels
@@ -63,8 +64,9 @@ def test_metadata_is_fresh_and_class_names_are_registered():
     from ct_lesion_d2.model_zoo import get_config
 
     one = lesion_metadata(get_config("mask_rcnn_R18_T1", ["DATASETS.TEST", "()"]))
-    two = lesion_metadata(get_config("mask_rcnn_R18_T1", ["DATASETS.TEST", "()",
-                                                          "MODEL.ROI_HEADS.NUM_CLASSES", "2"]))
+    two = lesion_metadata(
+        get_config("mask_rcnn_R18_T1", ["DATASETS.TEST", "()", "MODEL.ROI_HEADS.NUM_CLASSES", "2"])
+    )
     assert one.thing_classes == ["Lesion"] and two.thing_classes == ["GGO", "Consolidation"]
     assert "thing_classes" not in MetadataCatalog.get("ct_lesion_predict").as_dict()
     # the two-class UCSD classifier reports the names its datasets are registered with

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""The paper's analysis figures (docs/PAPER.md, section 5) for the slices of a registered dataset split.
+"""The paper's analysis figures (docs/PAPER.md, section 5) for the slices of a registered
+dataset split.
 
 For each slice: the analysis panel (predicted lesions with the Visualizer, the combined raw mask
 score map, the ground truth, the classifier's class scores) and the RoI statistics (confidence
@@ -10,6 +11,7 @@ histogram, area against confidence, top 16 and whole batch); plus ``analysis.jso
 
 Options: ``--help``; the code: ct_lesion_d2/analysis/dataset_figures.py.
 """
+
 from ct_lesion_d2.analysis.dataset_figures import main
 
 if __name__ == "__main__":

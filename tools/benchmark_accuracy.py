@@ -9,6 +9,7 @@
 
 The options and what is measured: ct_lesion_d2/benchmark/accuracy.py.
 """
+
 from ct_lesion_d2.benchmark.accuracy import main
 
 if __name__ == "__main__":

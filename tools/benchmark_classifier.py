@@ -8,6 +8,7 @@
 
 The options and what is measured: ct_lesion_d2/benchmark/classification.py.
 """
+
 from ct_lesion_d2.benchmark.classification import main
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@
 
 The options and what is measured: ct_lesion_d2/benchmark/segmentation.py.
 """
+
 from ct_lesion_d2.benchmark.segmentation import main
 
 if __name__ == "__main__":

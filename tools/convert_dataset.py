@@ -6,19 +6,21 @@
         --output $DETECTRON2_DATASETS/medseg100
     python tools/convert_dataset.py medseg-multiclass ../shared/data/medseg_multiclass --separate \\
         --output $DETECTRON2_DATASETS/medseg_multiclass_sep
-    python tools/convert_dataset.py synthetic --num-slices 60 --output $DETECTRON2_DATASETS/synthetic
+    python tools/convert_dataset.py synthetic --num-slices 60 \\
+        --output $DETECTRON2_DATASETS/synthetic
 
 Writes ``<output>/annotations/{train,val}.json`` (split by scan for CNCB, by file otherwise);
 existing output is never replaced without ``--overwrite``.
 """
+
 import argparse
 import logging
 import os
 import sys
 
 from ct_lesion_d2.data import DatasetFormatError
-from ct_lesion_d2.utils.files import refuse_existing
 from ct_lesion_d2.data.converters import LAYOUTS, convert_layout
+from ct_lesion_d2.utils.files import refuse_existing
 
 
 def parse_args(argv=None):
@@ -47,16 +49,27 @@ def main(argv=None):
             from ct_lesion_d2.data.synthetic import generate_synthetic_slices
 
             # refuse before any slice is drawn
-            refuse_existing([os.path.join(args.output, "annotations", f"{split}.json")
-                             for split in ("train", "val")], args.overwrite)
+            refuse_existing(
+                [
+                    os.path.join(args.output, "annotations", f"{split}.json")
+                    for split in ("train", "val")
+                ],
+                args.overwrite,
+            )
             source = os.path.join(args.output, "slices")
             generate_synthetic_slices(
                 source, args.num_slices, seed=args.seed, size=args.size, overwrite=args.overwrite
             )
             layout = "two-label-folder"
         outputs = convert_layout(
-            layout, source, args.output, separate=args.separate, val_fraction=args.val_fraction,
-            seed=args.seed, min_area=args.min_area, overwrite=args.overwrite,
+            layout,
+            source,
+            args.output,
+            separate=args.separate,
+            val_fraction=args.val_fraction,
+            seed=args.seed,
+            min_area=args.min_area,
+            overwrite=args.overwrite,
         )
     except (DatasetFormatError, FileExistsError, ValueError) as e:
         sys.exit(f"error: {e}")

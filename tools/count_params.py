@@ -6,6 +6,7 @@
 
 The options and what is measured: ct_lesion_d2/benchmark/params.py.
 """
+
 from ct_lesion_d2.benchmark.params import main
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ validation slices. About 9 minutes on 2 CPU cores.
 
 The steps: ct_lesion_d2/demo.py.
 """
+
 from ct_lesion_d2.demo import main
 
 if __name__ == "__main__":

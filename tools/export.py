@@ -11,6 +11,7 @@
 
 What is checked and written: ct_lesion_d2/export/checked_export.py (``--help``).
 """
+
 from ct_lesion_d2.export.checked_export import main
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@
 
 Prints the file's sha256 for ``ZOO_MODELS`` (ct_lesion_d2/model_zoo.py) and docs/MODEL_ZOO.md.
 """
+
 import argparse
 import sys
 
@@ -18,8 +19,13 @@ def parse_args(argv=None):
     parser.add_argument("--config-file", required=True, help="the config the model trained with")
     parser.add_argument("--checkpoint", required=True, help="model_*.pth written by training")
     parser.add_argument("--output", required=True, help="new zoo file (never replaced)")
-    parser.add_argument("--record", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="facts stored in the file (minutes, machine, date...)")
+    parser.add_argument(
+        "--record",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="facts stored in the file (minutes, machine, date...)",
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     return parser.parse_args(argv)
 
@@ -28,8 +34,9 @@ def main(argv=None):
     args = parse_args(argv)
     record = dict(item.split("=", 1) for item in args.record)
     try:
-        digest = write_zoo_file(args.checkpoint, args.output,
-                                get_config(args.config_file, args.opts), **record)
+        digest = write_zoo_file(
+            args.checkpoint, args.output, get_config(args.config_file, args.opts), **record
+        )
     except (FileExistsError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
     print(f"{args.output}: sha256 {digest}")

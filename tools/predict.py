@@ -15,6 +15,7 @@ is written beside its place and swapped in when complete; an existing one is rep
 
 Options: ``--help``; the code: ct_lesion_d2/analysis/predict.py.
 """
+
 import warnings
 
 # Importing Detectron2 calls torch.jit.script, which torch 2.14 deprecates: a notice about our

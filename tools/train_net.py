@@ -11,6 +11,7 @@ go through Detectron2's ``launch`` (``--num-gpus``, ``--num-machines``, ``--mach
 needs the official Detectron2. An ``OUTPUT_DIR`` that holds checkpoints is continued with
 ``--resume`` or replaced with ``--overwrite``, never silently.
 """
+
 import glob
 import os
 
@@ -107,7 +108,8 @@ def check_output_dir(args):
 def parse_args(argv=None):
     parser = default_argument_parser()
     parser.add_argument(
-        "--overwrite", action="store_true",
+        "--overwrite",
+        action="store_true",
         help="train from scratch into an OUTPUT_DIR holding checkpoints (deleted first)",
     )
     return parser.parse_args(argv)

@@ -13,6 +13,7 @@ values, boxes inside the image, polygons of 3 points or more, no empty masks, no
 annotations, no file (or copy of one) and no scan, patient or source document in two splits;
 the table counts images, instances or classes per split. Exits 1 when there are errors.
 """
+
 import argparse
 import logging
 import sys
@@ -28,8 +29,9 @@ from ct_lesion_d2.data.validation import (
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--no-decode", action="store_true",
-                        help="skip decoding the images (only the cheap checks)")
+    parser.add_argument(
+        "--no-decode", action="store_true", help="skip decoding the images (only the cheap checks)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     sub = parser.add_subparsers(dest="kind", required=True)
     sub.add_parser("datasets", help="registered dataset names").add_argument("names", nargs="+")

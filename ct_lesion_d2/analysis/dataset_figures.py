@@ -1,4 +1,5 @@
-"""The paper's analysis figures (docs/PAPER.md, section 5) for the slices of a registered dataset split.
+"""The paper's analysis figures (docs/PAPER.md, section 5) for the slices of a registered
+dataset split.
 
 The command line of ``tools/analyze.py``.
 

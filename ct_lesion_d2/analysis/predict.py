@@ -28,12 +28,6 @@ from ..data.io import DatasetFormatError
 from ..data.readers.image_input import UNITS, ImageInputOptions
 from ..engine.predictor import CTLesionPredictor, build_predict_config
 from ..engine.weights_check import WeightsError, build_checked_model
-from ..utils.cli import config_error_line, positive_int, probability, quiet_third_party_warnings
-from ..utils.files import StagedFolder, atomic_write, recover_folder, write_json_atomic
-from ..visualization.analysis import save_slice_figures
-from .html_report import png_bytes, render_scan_html
-from .lesions import find_lesions
-from .mask_export import export_lesion_masks
 from ..model_zoo import (
     DEFAULT_ZOO_MODEL,
     ZOO_MODELS,
@@ -41,6 +35,12 @@ from ..model_zoo import (
     config_path,
     zoo_weights,
 )
+from ..utils.cli import config_error_line, positive_int, probability, quiet_third_party_warnings
+from ..utils.files import StagedFolder, atomic_write, recover_folder, write_json_atomic
+from ..visualization.analysis import save_slice_figures
+from .html_report import png_bytes, render_scan_html
+from .lesions import find_lesions
+from .mask_export import export_lesion_masks
 from .model_card import apply_umask, model_card, now_utc, pseudonymous_source
 from .scan_plan import plan_scans, safe_name, select_panels, strip_extension
 from .scan_report import AGGREGATION_RULES, build_scan_report
@@ -51,7 +51,9 @@ logger = logging.getLogger("ct_lesion_d2.predict")
 def add_model_arguments(parser):
     """The model options of predict.py and analyze.py (see :func:`build_configs`)."""
     parser.add_argument(
-        "--model", choices=list(ZOO_MODELS), metavar="NAME",
+        "--model",
+        choices=list(ZOO_MODELS),
+        metavar="NAME",
         help=f"a model-zoo segmenter (docs/MODEL_ZOO.md; default {DEFAULT_ZOO_MODEL} when no "
         "--config-file is given)",
     )
@@ -83,8 +85,10 @@ def build_configs(args):
     config given as the segmenter's stop with one line."""
     if args.config_file is None:
         if args.weights:
-            sys.exit("error: --weights needs the --config-file it was trained with (or use "
-                     "--model NAME for a model-zoo segmenter)")
+            sys.exit(
+                "error: --weights needs the --config-file it was trained with (or use "
+                "--model NAME for a model-zoo segmenter)"
+            )
         args.model = args.model or DEFAULT_ZOO_MODEL
         try:
             args.weights = zoo_weights(args.model)

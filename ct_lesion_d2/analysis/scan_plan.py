@@ -1,5 +1,6 @@
 """Which scans an input list holds, what their report folders are called, which slices get
 figures: the planning steps of ``tools/predict.py``, with no model involved."""
+
 import os
 import re
 

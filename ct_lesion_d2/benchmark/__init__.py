@@ -9,6 +9,7 @@
 - ``unet_baseline``: the MONAI U-Net baseline (an optional extra, imported by its module path
   only, so that importing the package never needs MONAI).
 """
+
 from .measure import PeakMemory, count, gflops, machine, measure
 
 __all__ = ["PeakMemory", "count", "gflops", "machine", "measure"]

@@ -14,6 +14,7 @@ Detectron2's COCOEvaluator. Beside each AP it prints the difference to the first
 jackknife standard error of that paired difference (leave one image out, per-image AP
 recomputed by pycocotools), so that "the same AP within noise" is a number, not a claim.
 """
+
 import argparse
 import contextlib
 import copy
@@ -33,10 +34,10 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from ..config import get_cfg_for
-from ..utils.files import write_json_atomic
 from ..engine import CTLesionTrainer
 from ..export import optimize_for_inference
 from ..modeling.meta_arch import load_model_weights
+from ..utils.files import write_json_atomic
 from .measure import machine, quiet_warnings
 
 
@@ -46,10 +47,16 @@ def parse_args(argv=None):
     )
     parser.add_argument("--config-file", required=True, help="a segmenter config")
     parser.add_argument("--dataset", required=True, help="registered COCO dataset to evaluate")
-    parser.add_argument("--variant", action="append", default=[], metavar="NAME=KEY VALUE ...",
-                        help="a config variant to compare (repeatable)")
-    parser.add_argument("--modes", nargs="+", default=["eager", "optimized"],
-                        choices=["eager", "optimized"])
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=KEY VALUE ...",
+        help="a config variant to compare (repeatable)",
+    )
+    parser.add_argument(
+        "--modes", nargs="+", default=["eager", "optimized"], choices=["eager", "optimized"]
+    )
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="overrides for every variant")
@@ -81,8 +88,9 @@ def coco_ap(coco_gt, detections, image_ids, iou_type):
 def jackknife(coco_gt, detections, iou_type):
     """AP, AP50 with each image left out in turn: an (images, 2) array."""
     ids = sorted(coco_gt.getImgIds())
-    return np.stack([coco_ap(coco_gt, detections, [i for i in ids if i != j], iou_type)
-                     for j in ids])
+    return np.stack(
+        [coco_ap(coco_gt, detections, [i for i in ids if i != j], iou_type) for j in ids]
+    )
 
 
 def paired_se(leave_one_out, reference):
@@ -126,26 +134,39 @@ def main(argv=None):
         for mode in args.modes:
             with tempfile.TemporaryDirectory() as folder:
                 results, detections, seconds = evaluate(cfg, args.dataset, mode, folder)
-            row = {"variant": name, "opts": opts, "mode": mode, "results": results,
-                   "seconds_per_image": seconds, "detections": len(detections)}
+            row = {
+                "variant": name,
+                "opts": opts,
+                "mode": mode,
+                "results": results,
+                "seconds_per_image": seconds,
+                "detections": len(detections),
+            }
             row["jackknife"] = {t: jackknife(coco_gt, detections, t) for t in ("bbox", "segm")}
             rows.append(row)
     base = rows[0]
-    print(f"\n{args.dataset}, {len(coco_gt.getImgIds())} images; differences to "
-          f"{base['variant']}/{base['mode']} with their jackknife standard errors\n")
-    print("| variant | mode | detections | s/image (with evaluation) | bbox AP | bbox AP50 | "
-          "segm AP | segm AP50 | segm AP diff (SE) | segm AP50 diff (SE) |")
+    print(
+        f"\n{args.dataset}, {len(coco_gt.getImgIds())} images; differences to "
+        f"{base['variant']}/{base['mode']} with their jackknife standard errors\n"
+    )
+    print(
+        "| variant | mode | detections | s/image (with evaluation) | bbox AP | bbox AP50 | "
+        "segm AP | segm AP50 | segm AP diff (SE) | segm AP50 diff (SE) |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         bbox, segm = row["results"]["bbox"], row["results"]["segm"]
         diff = np.array([segm["AP"], segm["AP50"]]) - np.array(
-            [base["results"]["segm"]["AP"], base["results"]["segm"]["AP50"]])
+            [base["results"]["segm"]["AP"], base["results"]["segm"]["AP50"]]
+        )
         se = paired_se(row["jackknife"]["segm"], base["jackknife"]["segm"])
         row["segm_diff"], row["segm_diff_se"] = diff.tolist(), se.tolist()
-        print(f"| {row['variant']} | {row['mode']} | {row['detections']} | "
-              f"{row['seconds_per_image']:.3f} | {bbox['AP']:.2f} | {bbox['AP50']:.2f} | "
-              f"{segm['AP']:.2f} | {segm['AP50']:.2f} | {diff[0]:+.2f} ({se[0]:.2f}) | "
-              f"{diff[1]:+.2f} ({se[1]:.2f}) |")
+        print(
+            f"| {row['variant']} | {row['mode']} | {row['detections']} | "
+            f"{row['seconds_per_image']:.3f} | {bbox['AP']:.2f} | {bbox['AP50']:.2f} | "
+            f"{segm['AP']:.2f} | {segm['AP50']:.2f} | {diff[0]:+.2f} ({se[0]:.2f}) | "
+            f"{diff[1]:+.2f} ({se[1]:.2f}) |"
+        )
     if args.json:
         for row in rows:
             row["jackknife"] = {k: v.tolist() for k, v in row["jackknife"].items()}

@@ -8,10 +8,10 @@ The command line of ``tools/benchmark_classifier.py``:
     python tools/benchmark_classifier.py --models --volume-runs eager:1 optimized:4 onnxruntime:1:2
 
 Part 1, per classifier variant and mode (``eager``, ``optimized``, ``torchscript``,
-``onnxruntime``; see ``ct_lesion_d2.benchmark.segmentation``): latency median and p90 of one slice, throughput,
-peak memory and fvcore GFLOPs. Module S is randomly initialised (seed 0); the detector of the
-variants named in ``--segmentation-weights`` (default: classifier_R18_T1 only) is loaded from
-that segmentation checkpoint, the others keep random detectors.
+``onnxruntime``; see ``ct_lesion_d2.benchmark.segmentation``): latency median and p90 of one
+slice, throughput, peak memory and fvcore GFLOPs. Module S is randomly initialised (seed 0);
+the detector of the variants named in ``--segmentation-weights`` (default: classifier_R18_T1
+only) is loaded from that segmentation checkpoint, the others keep random detectors.
 
 Part 2, the volume: ``--volume-slices`` slices (``--images`` cycled; 300 by default, a chest CT
 volume) each go through the segmenter (``--segmenter``, the paper's config, with
@@ -20,6 +20,7 @@ batches of ``B`` slices per call for each ``MODE:B`` of ``--volume-runs``. Repor
 seconds, detections, predicted classes, and whether every mode predicts the same classes and
 detection counts as the first.
 """
+
 import argparse
 import collections
 import copy
@@ -34,10 +35,10 @@ import torch
 from detectron2.modeling import build_model
 from tqdm import tqdm
 
-from ..utils.files import write_json_atomic
 from ..export import ExportedClassifier, export_classifier
 from ..model_zoo import CLASSIFIER_VARIANTS, SEGMENTATION_VARIANTS, get_config
 from ..modeling.meta_arch import load_model_weights
+from ..utils.files import write_json_atomic
 from .measure import (
     IN_PROCESS_MODES,
     MEASURE_COLUMNS,
@@ -65,8 +66,11 @@ def parse_args(argv=None):
         description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--models", nargs="*", default=list(CLASSIFIER_VARIANTS),
-        choices=list(CLASSIFIER_VARIANTS), metavar="NAME",
+        "--models",
+        nargs="*",
+        default=list(CLASSIFIER_VARIANTS),
+        choices=list(CLASSIFIER_VARIANTS),
+        metavar="NAME",
         help="classifier variants for part 1 (default: all seven; none: only the volume)",
     )
     parser.add_argument("--modes", nargs="+", default=["eager", "optimized"], choices=MODES)
@@ -76,7 +80,9 @@ def parse_args(argv=None):
     parser.add_argument("--images", help="folder of real slices (default: one synthetic slice)")
     parser.add_argument("--segmentation-weights", help="trained segmenter checkpoint")
     parser.add_argument(
-        "--weighted-models", nargs="*", default=["classifier_R18_T1"],
+        "--weighted-models",
+        nargs="*",
+        default=["classifier_R18_T1"],
         help="classifier variants whose detector loads --segmentation-weights",
     )
     parser.add_argument("--warmup", type=int, default=2, help="untimed inference runs")
@@ -85,7 +91,9 @@ def parse_args(argv=None):
     parser.add_argument("--no-flops", action="store_true", help="skip the fvcore flop count")
     parser.add_argument("--volume-slices", type=int, default=300, help="0: no volume")
     parser.add_argument(
-        "--volume-runs", nargs="+", default=["eager:1", "optimized:1:2"],
+        "--volume-runs",
+        nargs="+",
+        default=["eager:1", "optimized:1:2"],
         metavar="MODE:BATCH[:WORKERS]",
         help="volume passes: slices per call and threads each running whole calls with one "
         "PyTorch thread (default 1 worker using all PyTorch threads)",
@@ -93,25 +101,34 @@ def parse_args(argv=None):
     parser.add_argument(
         "--segmenter", default="mask_rcnn_R18_T1", choices=list(SEGMENTATION_VARIANTS)
     )
-    parser.add_argument("--classifier", default="classifier_R18_T1",
-                        choices=list(CLASSIFIER_VARIANTS), help="classifier of the volume")
+    parser.add_argument(
+        "--classifier",
+        default="classifier_R18_T1",
+        choices=list(CLASSIFIER_VARIANTS),
+        help="classifier of the volume",
+    )
     parser.add_argument("--json", help="also write the raw numbers to this file")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json")
     args = parser.parse_args(argv)
     if args.json and os.path.exists(args.json) and not args.overwrite:
         parser.error(f"{args.json} exists; pass --overwrite to replace it")
-    exported = [m for m in args.modes + [r.split(":")[0] for r in args.volume_runs]
-                if m in EXPORT_FORMAT]
+    exported = [
+        m for m in args.modes + [r.split(":")[0] for r in args.volume_runs] if m in EXPORT_FORMAT
+    ]
     if args.device.startswith("cuda") and exported:
-        parser.error(f"{' '.join(sorted(set(exported)))} run on the CPU here; on CUDA use the "
-                     "eager and optimized modes")
+        parser.error(
+            f"{' '.join(sorted(set(exported)))} run on the CPU here; on CUDA use the "
+            "eager and optimized modes"
+        )
     if args.segmentation_weights and not os.path.isfile(args.segmentation_weights):
         parser.error(f"--segmentation-weights {args.segmentation_weights}: not found")
     runs = []
     for item in args.volume_runs:
         mode, *numbers = item.split(":")
-        if mode not in MODES or not 1 <= len(numbers) <= 2 or not all(
-            n.isdigit() and int(n) >= 1 for n in numbers
+        if (
+            mode not in MODES
+            or not 1 <= len(numbers) <= 2
+            or not all(n.isdigit() and int(n) >= 1 for n in numbers)
         ):
             parser.error(
                 f"--volume-runs {item}: expected MODE:BATCH or MODE:BATCH:WORKERS, MODE one of "
@@ -156,8 +173,9 @@ def benchmark(name, args, inputs):
     with tempfile.TemporaryDirectory() as folder:
         for mode in args.modes:
             setup, grad_mode = prepare_classifier(mode, model, inputs[0], folder)
-            row, _ = measure(setup, grad_mode, inputs, args.runs, args.warmup,
-                             args.throughput_batch, args.device)
+            row, _ = measure(
+                setup, grad_mode, inputs, args.runs, args.warmup, args.throughput_batch, args.device
+            )
             result["modes"].append({"mode": mode, **row})
     return result
 
@@ -178,7 +196,7 @@ def volume(args, inputs):
         for mode, batch, workers in args.volume_runs:
             seg_setup, grad_mode = prepare_segmenter(mode, segmenter, slices[0], folder)
             cls_setup, _ = prepare_classifier(mode, classifier, slices[0], folder)
-            chunks = [slices[i:i + batch] for i in range(0, len(slices), batch)]
+            chunks = [slices[i : i + batch] for i in range(0, len(slices), batch)]
             # several workers: each runs whole calls on one PyTorch (and ONNX Runtime) thread
             torch.set_num_threads(1 if workers > 1 else threads)
             try:
@@ -197,30 +215,48 @@ def volume(args, inputs):
                     sync(args.device)
                     start = time.perf_counter()
                     with ThreadPoolExecutor(workers) as pool:
-                        outputs = list(tqdm(pool.map(process, chunks), total=len(chunks),
-                                            desc=f"volume {mode}:{batch}:{workers}", leave=False))
+                        outputs = list(
+                            tqdm(
+                                pool.map(process, chunks),
+                                total=len(chunks),
+                                desc=f"volume {mode}:{batch}:{workers}",
+                                leave=False,
+                            )
+                        )
                     sync(args.device)
                     seconds = time.perf_counter() - start
             finally:
                 torch.set_num_threads(threads)
-            passes.append({
-                "mode": mode, "batch": batch, "workers": workers, "seconds": seconds,
-                "seconds_per_slice": seconds / len(slices), "peak_mib": memory.peak_mib,
-                "detections": [n for counts, _ in outputs for n in counts],
-                "class_probs": [p for _, probs in outputs for p in probs],
-            })
+            passes.append(
+                {
+                    "mode": mode,
+                    "batch": batch,
+                    "workers": workers,
+                    "seconds": seconds,
+                    "seconds_per_slice": seconds / len(slices),
+                    "peak_mib": memory.peak_mib,
+                    "detections": [n for counts, _ in outputs for n in counts],
+                    "class_probs": [p for _, probs in outputs for p in probs],
+                }
+            )
     first = passes[0]
     for p in passes:
         p["classes"] = [max(range(len(q)), key=q.__getitem__) for q in p["class_probs"]]
         p["max_class_prob_diff_to_first"] = max(
-            abs(a - b) for qa, qb in zip(p["class_probs"], first["class_probs"])
-            for a, b in zip(qa, qb))
+            abs(a - b)
+            for qa, qb in zip(p["class_probs"], first["class_probs"])
+            for a, b in zip(qa, qb)
+        )
         p["same_detection_counts_as_first"] = sum(
-            a == b for a, b in zip(p["detections"], first["detections"]))
+            a == b for a, b in zip(p["detections"], first["detections"])
+        )
         p["same_classes_as_first"] = sum(a == b for a, b in zip(p["classes"], first["classes"]))
     return {
-        "slices": len(slices), "segmenter": args.segmenter, "classifier": args.classifier,
-        "weights": args.segmentation_weights, "passes": passes,
+        "slices": len(slices),
+        "segmenter": args.segmenter,
+        "classifier": args.classifier,
+        "weights": args.segmentation_weights,
+        "passes": passes,
     }
 
 
@@ -287,9 +323,11 @@ def main(argv=None):
     if vol:
         print("\n" + volume_markdown(vol))
         for p in vol["passes"]:
-            print(f"volume {p['mode']}:{p['batch']}:{p['workers']}: {p['seconds']:.1f} s for "
-                  f"{vol['slices']} "
-                  f"slices (median detections {statistics.median(p['detections']):g})")
+            print(
+                f"volume {p['mode']}:{p['batch']}:{p['workers']}: {p['seconds']:.1f} s for "
+                f"{vol['slices']} "
+                f"slices (median detections {statistics.median(p['detections']):g})"
+            )
     if args.json:
         meta = {**info, "command": command, "input": source, "args": vars(args)}
         record = {"meta": meta, "models": results, "volume": vol}

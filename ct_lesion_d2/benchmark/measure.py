@@ -7,6 +7,7 @@ process RSS sampled every 2 ms (CUDA: ``torch.cuda.max_memory_allocated``) above
 the start of the measured block, after freed heap memory was returned to the system; FLOPs are
 fvcore's count through Detectron2's ``FlopCountAnalysis`` (one fused multiply-add = one flop).
 """
+
 import copy
 import ctypes
 import datetime
@@ -24,8 +25,7 @@ import torch
 
 # importing ct_lesion_d2.export also makes detectron2.export and its analysis importable
 from ..data.io import DatasetFormatError
-from ..data.readers import read_grey_image
-from ..data.readers import list_image_files
+from ..data.readers import list_image_files, read_grey_image
 from ..export import optimize_for_inference
 
 
@@ -196,8 +196,10 @@ def table_rows(results, baseline):
         for m in r["modes"]:
             b = base_modes.get(m["mode"])
             speed = f"{b['latency_median'] / m['latency_median']:.2f}x" if b else "n/a"
-            cells = (f"{m['latency_median']:.4f} | {m['latency_p90']:.4f} | "
-                     f"{m['cpu_median']:.3f} | {m['throughput']:.2f} | {m['peak_mib']:.0f}")
+            cells = (
+                f"{m['latency_median']:.4f} | {m['latency_p90']:.4f} | "
+                f"{m['cpu_median']:.3f} | {m['throughput']:.2f} | {m['peak_mib']:.0f}"
+            )
             yield r, m, flops, cells, speed
 
 
@@ -225,6 +227,7 @@ def gflops(model, inputs):
         counter.unsupported_ops_warnings(False)
         counter.uncalled_modules_warnings(False)
         total, by_module = counter.total(), counter.by_module()
+
     # Detectron2 wraps the model in a TracingAdapter, whose attribute "model" prefixes the names
     def flops(name):
         return by_module.get(f"model.{name}", by_module.get(name, 0))

@@ -9,6 +9,7 @@ The command line of ``tools/count_params.py``:
     python tools/count_params.py          # Markdown table
     python tools/count_params.py --json   # one JSON object per model
 """
+
 import argparse
 import json
 
@@ -25,7 +26,8 @@ from .measure import count
 
 
 def rows():
-    """One dict per variant, segmentation models first; None where docs/PAPER.md, section 4, gives no figure."""
+    """One dict per variant, segmentation models first; None where docs/PAPER.md, section 4,
+    gives no figure."""
     groups = (
         (SEGMENTATION_VARIANTS, TORCHVISION_PREDICTOR_EXTRA),
         (CLASSIFIER_VARIANTS, TORCHVISION_CLASSIFIER_EXTRA),

@@ -22,6 +22,7 @@ Models are randomly initialised (``torch.manual_seed(0)``) unless ``--weights NA
 a checkpoint; inputs are ``--images`` (real slices, cycled) or one synthetic slice. Prints a
 Markdown table; ``--json`` also writes the raw timings.
 """
+
 import argparse
 import os
 import statistics
@@ -37,11 +38,11 @@ from tqdm import tqdm
 
 from ..data.converters import TWO_LABEL_MERGED, mask_to_annotations
 from ..data.readers import read_grey_image, read_label_mask
-from ..utils.files import write_json_atomic
 from ..data.synthetic import generate_synthetic_slices
 from ..export import ExportedSegmenter, export_segmenter
 from ..model_zoo import SEGMENTATION_VARIANTS, get_config
 from ..modeling.meta_arch import load_model_weights
+from ..utils.files import write_json_atomic
 from .measure import (
     IN_PROCESS_MODES,
     MEASURE_COLUMNS,
@@ -69,8 +70,12 @@ def parse_args(argv=None):
         description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--models", nargs="+", default=list(SEGMENTATION_VARIANTS),
-        choices=list(SEGMENTATION_VARIANTS), metavar="NAME", help="variants (default: all seven)",
+        "--models",
+        nargs="+",
+        default=list(SEGMENTATION_VARIANTS),
+        choices=list(SEGMENTATION_VARIANTS),
+        metavar="NAME",
+        help="variants (default: all seven)",
     )
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -79,33 +84,45 @@ def parse_args(argv=None):
     parser.add_argument("--image", help="one grey slice instead of the synthetic one")
     parser.add_argument("--images", help="folder of real slices, cycled over the runs")
     parser.add_argument(
-        "--weights", action="append", default=[], metavar="NAME=PATH",
+        "--weights",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
         help="checkpoint for a variant (repeatable); others stay randomly initialised",
     )
     parser.add_argument("--warmup", type=int, default=2, help="untimed inference runs")
     parser.add_argument("--runs", type=int, default=10, help="timed single-slice runs")
     parser.add_argument("--throughput-batch", type=int, default=4, help="slices per call")
     parser.add_argument(
-        "--score-thresh", type=float, default=None,
+        "--score-thresh",
+        type=float,
+        default=None,
         help="MODEL.ROI_HEADS.SCORE_THRESH_TEST (default: the config's)",
     )
     parser.add_argument(
-        "--detections", type=int, default=None,
+        "--detections",
+        type=int,
+        default=None,
         help="exactly this many detections per slice for every model: score threshold 0 and "
         "TEST.DETECTIONS_PER_IMAGE N (overrides --score-thresh)",
     )
     parser.add_argument(
-        "--proposals", type=int, default=None,
+        "--proposals",
+        type=int,
+        default=None,
         help="MODEL.RPN.POST_NMS_TOPK_TEST (default: the config's, 1000 as in the paper)",
     )
     parser.add_argument(
-        "opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
+        "opts",
+        nargs=argparse.REMAINDER,
+        metavar="KEY VALUE",
         help="config overrides for every model (e.g. an architecture change to measure)",
     )
     parser.add_argument("--no-flops", action="store_true", help="skip the fvcore flop count")
     parser.add_argument("--stages", action="store_true", help="time each stage (optimized)")
     parser.add_argument(
-        "--profile", action="store_true",
+        "--profile",
+        action="store_true",
         help="torch.profiler top operators of one optimised inference and one training step",
     )
     parser.add_argument("--batch", type=int, default=2, help="training images per iteration")
@@ -122,8 +139,10 @@ def parse_args(argv=None):
         parser.error(f"{args.json} exists; pass --overwrite to replace it")
     exported = [m for m in args.modes if m in EXPORT_FORMAT]
     if args.device.startswith("cuda") and exported:
-        parser.error(f"--modes {' '.join(exported)} run on the CPU here; on CUDA use --modes "
-                     "eager optimized")
+        parser.error(
+            f"--modes {' '.join(exported)} run on the CPU here; on CUDA use --modes "
+            "eager optimized"
+        )
     weights = {}
     for item in args.weights:
         name, sep, path = item.partition("=")

@@ -27,9 +27,9 @@ from tabulate import tabulate
 from torch import nn
 from torch.nn import functional as F
 
-from ..utils.files import write_json_atomic
 from ..data.mappers import ClassificationDatasetMapper
 from ..evaluation import CTClassificationEvaluator
+from ..utils.files import write_json_atomic
 
 __all__ = ["BASELINE_ARCHS", "SliceClassifierBaseline", "train_slice_classifier_baseline"]
 

@@ -3,6 +3,7 @@
 Stage times come from one ordinary forward of the model (``GeneralizedRCNN.inference``), with
 forward hooks marking the moment each stage ends; the hooks are removed after the call.
 """
+
 import contextlib
 import copy
 import statistics
@@ -136,8 +137,12 @@ def profile_ops(fn, top=8):
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in events) or 1.0
     return [
-        {"op": e.key, "self_cpu_s": e.self_cpu_time_total / 1e6,
-         "share": e.self_cpu_time_total / total, "calls": e.count}
+        {
+            "op": e.key,
+            "self_cpu_s": e.self_cpu_time_total / 1e6,
+            "share": e.self_cpu_time_total / total,
+            "calls": e.count,
+        }
         for e in events[:top]
     ]
 
@@ -161,7 +166,11 @@ def profile_markdown(results):
     lines = []
     for r in results:
         for kind, ops in r.get("profile", {}).items():
-            lines.append(f"\n{r['model']}, {kind}: " + "; ".join(
-                f"{o['op']} {o['share']:.0%} ({o['self_cpu_s']:.3f} s, {o['calls']} calls)"
-                for o in ops))
+            lines.append(
+                f"\n{r['model']}, {kind}: "
+                + "; ".join(
+                    f"{o['op']} {o['share']:.0%} ({o['self_cpu_s']:.3f} s, {o['calls']} calls)"
+                    for o in ops
+                )
+            )
     return "\n".join(lines)

@@ -34,7 +34,6 @@ from detectron2.structures import ImageList
 from tabulate import tabulate
 
 from ..data.build import build_resumable_train_loader
-from ..utils.files import write_json_atomic
 from ..data.mappers import CTLesionDatasetMapper
 from ..engine.checkpoint import AtomicDetectionCheckpointer
 from ..evaluation.lesion_evaluation import (
@@ -47,6 +46,7 @@ from ..evaluation.lesion_evaluation import (
     write_lesion_results,
 )
 from ..model_zoo import get_config
+from ..utils.files import write_json_atomic
 
 __all__ = [
     "build_unet",

@@ -4,10 +4,10 @@ from .classification import (
     parse_covidx_split,
     sample_per_class,
 )
-from .splits import split_records_by_group
 from .io import DatasetFormatError
 from .mappers import ClassificationDatasetMapper, CTLesionDatasetMapper
 from .readers import Scan, read_scan
+from .splits import split_records_by_group
 from .transforms import apply_ct_window
 
 __all__ = [

@@ -9,14 +9,20 @@ spread between scanners and exports. All of them change the image only: masks an
 through unchanged. Configured by ``INPUT.CT_AUGMENTATION`` (``config.py``); every key off gives
 Detectron2's ``build_augmentation`` unchanged, as in the paper's configs.
 """
+
 import cv2
 import numpy as np
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from fvcore.transforms.transform import Transform
 
-__all__ = ["GammaTransform", "CLAHETransform", "RandomCLAHE", "RandomGamma",
-           "build_ct_augmentation"]
+__all__ = [
+    "GammaTransform",
+    "CLAHETransform",
+    "RandomCLAHE",
+    "RandomGamma",
+    "build_ct_augmentation",
+]
 
 
 class _IntensityTransform(Transform):
@@ -56,8 +62,10 @@ class CLAHETransform(_IntensityTransform):
         grey = img[..., 0] if img.ndim == 3 else img
         if grey.dtype != np.uint8:
             grey = np.clip(grey, 0, 255).astype(np.uint8)
-        clahe = cv2.createCLAHE(clipLimit=float(self.clip_limit),
-                                tileGridSize=(self.tile_grid_size, self.tile_grid_size))
+        clahe = cv2.createCLAHE(
+            clipLimit=float(self.clip_limit),
+            tileGridSize=(self.tile_grid_size, self.tile_grid_size),
+        )
         out = clahe.apply(np.ascontiguousarray(grey))
         if img.ndim == 3:
             out = np.repeat(out[:, :, None], img.shape[2], axis=2)

@@ -6,6 +6,7 @@ resumed run trains on other batches than the uninterrupted one. Here batch ``k``
 augmentation of each of its images depend only on ``(seed, k)``: the loader can start at any
 iteration and give the batches the uninterrupted run would have given there.
 """
+
 import contextlib
 import logging
 import random
@@ -77,8 +78,9 @@ class SeededMapDataset(torchdata.Dataset):
         position, index = key
         for attempt in range(self._max_retries + 1):
             record = self._dataset[index]
-            with seeded_global_rng(derived_seed(self._seed, _MAP_STREAM, self._rank, position,
-                                                attempt)):
+            with seeded_global_rng(
+                derived_seed(self._seed, _MAP_STREAM, self._rank, position, attempt)
+            ):
                 mapped = self._map_one(record)
             if mapped is not None:
                 return mapped
@@ -158,7 +160,9 @@ def build_index_sampler(cfg, dataset_dicts, seed, repeat_factors=None):
         return RepeatFactorTrainingSampler(factors, seed=seed)
     if name == "RandomSubsetTrainingSampler":
         return RandomSubsetTrainingSampler(
-            len(dataset_dicts), cfg.DATALOADER.RANDOM_SUBSET_RATIO, seed_shuffle=seed,
+            len(dataset_dicts),
+            cfg.DATALOADER.RANDOM_SUBSET_RATIO,
+            seed_shuffle=seed,
             seed_subset=seed,
         )
     raise ValueError(f"Unknown training sampler: {name}")
@@ -178,8 +182,9 @@ def load_train_dicts(cfg):
     names, factors = list(cfg.DATASETS.TRAIN), list(cfg.DATALOADER.CT_DATASET_REPEAT)
     kwargs = dict(
         filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
-        min_keypoints=cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE
-        if cfg.MODEL.KEYPOINT_ON else 0,
+        min_keypoints=(
+            cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE if cfg.MODEL.KEYPOINT_ON else 0
+        ),
     )
     if not factors:
         proposals = cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None
@@ -198,8 +203,9 @@ def load_train_dicts(cfg):
     return dataset, repeat
 
 
-def build_resumable_train_loader(cfg, mapper=None, seed=None, *, dataset=None,
-                                 aspect_ratio_grouping=None, num_workers=None):
+def build_resumable_train_loader(
+    cfg, mapper=None, seed=None, *, dataset=None, aspect_ratio_grouping=None, num_workers=None
+):
     """The training loader of ``cfg`` (datasets, filters, sampler, batch size, grouping and
     workers as in ``build_detection_train_loader``) built from the pieces above.
 

@@ -5,6 +5,7 @@ no annotations. COVIDx-CT records also carry the ``patient`` and the body ``crop
 split file; folder-per-class records carry the ``group`` (patient or source document) that a
 train/val/test split must keep whole.
 """
+
 import os
 import re
 

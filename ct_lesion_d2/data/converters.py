@@ -1,10 +1,11 @@
 """Convert CT lesion label masks to COCO instance JSON.
 
 Each connected lesion component becomes one instance; components of ``min_area`` pixels or
-fewer are merged into the background (docs/PAPER.md, section 1.6). Slices without lesions are kept as images with
-no annotation, so whether they are trained on is the config's choice
+fewer are merged into the background (docs/PAPER.md, section 1.6). Slices without lesions are
+kept as images with no annotation, so whether they are trained on is the config's choice
 (``DATALOADER.FILTER_EMPTY_ANNOTATIONS``).
 """
+
 import csv
 import itertools
 import json
@@ -19,9 +20,9 @@ from PIL import Image
 from scipy import ndimage
 from tqdm import tqdm
 
+from ..utils.files import StagedWrites, refuse_existing
 from .io import DatasetFormatError
 from .readers import BINARY, is_high_bit_depth, read_grey_image, read_mask
-from ..utils.files import StagedWrites, refuse_existing
 from .splits import split_by_group
 
 logger = logging.getLogger(__name__)
@@ -192,8 +193,9 @@ def _stems(folder, errors, nested=False):
             if not nested and "/" in key:
                 continue
             if key in found:
-                _report(DatasetFormatError(path, f"two files for the same slice ({found[key]})"),
-                        errors)
+                _report(
+                    DatasetFormatError(path, f"two files for the same slice ({found[key]})"), errors
+                )
                 doubled.add(key)
             found[key] = path
     return {k: v for k, v in found.items() if k not in doubled}
@@ -261,8 +263,12 @@ def convert_pairs(
     refuse_existing(list(outputs.values()) + list(copies.values()), overwrite)
     # Both splits carry one conversion id, so that a loader can tell a pair of files written by
     # one conversion from a mix left by an interrupted --overwrite.
-    info = {"image_root": os.path.abspath(image_root), "min_area": min_area,
-            "conversion": uuid.uuid4().hex, "splits": list(outputs)}
+    info = {
+        "image_root": os.path.abspath(image_root),
+        "min_area": min_area,
+        "conversion": uuid.uuid4().hex,
+        "splits": list(outputs),
+    }
     cats = [{"id": i, "name": n} for i, n in enumerate(categories, start=1)]
     splits = {
         s: {"info": info, "categories": cats, "images": [], "annotations": []} for s in outputs
@@ -276,8 +282,9 @@ def convert_pairs(
             mask = read_mask(mask_path, mask_values)
             if image.shape != mask.shape:
                 raise DatasetFormatError(
-                    mask_path, f"mask size {mask.shape[::-1]} differs from image {image_path} "
-                    f"size {image.shape[::-1]} (width, height)"
+                    mask_path,
+                    f"mask size {mask.shape[::-1]} differs from image {image_path} "
+                    f"size {image.shape[::-1]} (width, height)",
                 )
             lung_path = (lung_masks or {}).get(image_path)
             if lung_path is not None and read_mask(lung_path, BINARY).shape != mask.shape:
@@ -286,8 +293,12 @@ def convert_pairs(
                 image, mask = image.T, mask.T
             if image_path in copies:
                 image_path = copies[image_path]
-                staged.stage(image_path, lambda f, a=np.ascontiguousarray(image):
-                             Image.fromarray(a).save(f, format="PNG"))
+                staged.stage(
+                    image_path,
+                    lambda f, a=np.ascontiguousarray(image): Image.fromarray(a).save(
+                        f, format="PNG"
+                    ),
+                )
             coco = splits["val" if group in val_groups else "train"]
             image_id = next(image_ids)
             coco["images"].append(
@@ -301,7 +312,8 @@ def convert_pairs(
             )
             if lung_path is not None:
                 coco["images"][-1]["lung_file"] = os.path.relpath(lung_path, image_root).replace(
-                    os.sep, "/")
+                    os.sep, "/"
+                )
             for ann in mask_to_annotations(mask, categories, min_area):
                 ann.update(id=next(ann_ids), image_id=image_id)
                 coco["annotations"].append(ann)
@@ -310,7 +322,9 @@ def convert_pairs(
         staged.commit()
     for split, path in outputs.items():
         logger.info(
-            "%s: %d images, %d instances", path, len(splits[split]["images"]),
+            "%s: %d images, %d instances",
+            path,
+            len(splits[split]["images"]),
             len(splits[split]["annotations"]),
         )
     return outputs
@@ -330,8 +344,17 @@ LAYOUTS = {
 }
 
 
-def convert_layout(layout, input_dir, output_dir, *, separate=False, val_fraction=0.2, seed=0,
-                   min_area=100, overwrite=False):
+def convert_layout(
+    layout,
+    input_dir,
+    output_dir,
+    *,
+    separate=False,
+    val_fraction=0.2,
+    seed=0,
+    min_area=100,
+    overwrite=False,
+):
     """Convert a dataset folder of a known layout to COCO JSON with a train/val split by group.
 
     Layouts: ``cncb`` (``image/<scan>/<frame>.jpg``, ``mask/<scan>/<frame>.png``, labels 0 bg,

@@ -1,5 +1,6 @@
 """Dataset mappers: lesion records and classification records, read from PNG/JPG, DICOM or
 NIfTI slices with the intensities the model expects (``INPUT.CT_INPUT_UNITS``)."""
+
 import copy
 import logging
 
@@ -61,8 +62,15 @@ class ClassificationDatasetMapper:
     """
 
     @configurable
-    def __init__(self, is_train, *, augmentations, image_format="RGB", use_crop=False,
-                 window=LUNG_WINDOW + ("uint8_windowed",)):
+    def __init__(
+        self,
+        is_train,
+        *,
+        augmentations,
+        image_format="RGB",
+        use_crop=False,
+        window=LUNG_WINDOW + ("uint8_windowed",),
+    ):
         """
         Args:
             is_train (bool): training (random augmentations) or inference.

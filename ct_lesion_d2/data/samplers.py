@@ -1,5 +1,6 @@
 """A batch sampler whose batches depend only on the seed and the iteration, so training resumes
 on the same data it would have seen without the interruption."""
+
 import itertools
 
 import numpy as np
@@ -69,7 +70,12 @@ def aspect_ratio_buckets(dataset_dicts):
         list[int]
     """
     return [
-        0 if d.get("width") is not None and d.get("height") is not None
-        and d["width"] > d["height"] else 1
+        (
+            0
+            if d.get("width") is not None
+            and d.get("height") is not None
+            and d["width"] > d["height"]
+            else 1
+        )
         for d in dataset_dicts
     ]

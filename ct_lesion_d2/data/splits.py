@@ -4,6 +4,7 @@ The one place the project draws its splits: the lesion converters split by scan
 (:func:`split_by_group`), the classification datasets by patient or source document, per class
 (:func:`split_records_by_group`).
 """
+
 import math
 
 import numpy as np

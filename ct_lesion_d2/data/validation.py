@@ -14,6 +14,7 @@ is listed once), warnings, and per-split counts printed as a table. The checks:
 - ``check_split_overlap``: no file, identical file content, or scan / patient / source document
   in two splits.
 """
+
 import hashlib
 import json
 import logging
@@ -73,12 +74,17 @@ class ValidationReport:
         for counter in self.counts.values():
             columns += [k for k in counter if k not in columns]
         header = ["split"] + columns
-        rows = [[split] + [str(counter.get(c, 0)) for c in columns]
-                for split, counter in self.counts.items()]
+        rows = [
+            [split] + [str(counter.get(c, 0)) for c in columns]
+            for split, counter in self.counts.items()
+        ]
         widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
-        lines = ["  ".join(h.ljust(w) if i == 0 else h.rjust(w)
-                           for i, (h, w) in enumerate(zip(r, widths)))
-                 for r in [header] + rows]
+        lines = [
+            "  ".join(
+                h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(r, widths))
+            )
+            for r in [header] + rows
+        ]
         return "\n".join(lines)
 
     def summary(self):
@@ -129,23 +135,32 @@ def _check_polygons(segmentation, image, where, report, json_file):
         if not isinstance(polygon, list) or len(polygon) % 2:
             report.error(json_file, f"{where}: a polygon is not a flat list of x, y pairs")
         elif len(polygon) < 6:
-            report.error(json_file, f"{where}: polygon of {len(polygon) // 2} point(s); at least "
-                         "3 are needed")
+            report.error(
+                json_file,
+                f"{where}: polygon of {len(polygon) // 2} point(s); at least " "3 are needed",
+            )
         elif not _inside(polygon[0::2], polygon[1::2], image):
             report.error(json_file, f"{where}: polygon outside the image")
 
 
 def _inside(xs, ys, image):
     t = BOX_TOLERANCE
-    return (min(xs) >= -t and min(ys) >= -t and max(xs) <= image["width"] + t
-            and max(ys) <= image["height"] + t)
+    return (
+        min(xs) >= -t
+        and min(ys) >= -t
+        and max(xs) <= image["width"] + t
+        and max(ys) <= image["height"] + t
+    )
 
 
 def _check_rle(segmentation, image, where, report, json_file):
     size = segmentation.get("size")
     if list(size or []) != [image["height"], image["width"]]:
-        report.error(json_file, f"{where}: mask size {size} (height, width) differs from its "
-                     f"image's {[image['height'], image['width']]}")
+        report.error(
+            json_file,
+            f"{where}: mask size {size} (height, width) differs from its "
+            f"image's {[image['height'], image['width']]}",
+        )
         return
     try:
         rle = segmentation
@@ -166,8 +181,11 @@ def _check_annotation(ann, image, where, report, json_file):
     elif bbox[2] <= 0 or bbox[3] <= 0:
         report.error(json_file, f"{where}: empty box {bbox}")
     elif not _inside([bbox[0], bbox[0] + bbox[2]], [bbox[1], bbox[1] + bbox[3]], image):
-        report.error(json_file, f"{where}: box {bbox} outside the image of "
-                     f"{image['width']}x{image['height']} (width x height)")
+        report.error(
+            json_file,
+            f"{where}: box {bbox} outside the image of "
+            f"{image['width']}x{image['height']} (width x height)",
+        )
     segmentation = ann.get("segmentation")
     if isinstance(segmentation, list):
         _check_polygons(segmentation, image, where, report, json_file)
@@ -212,8 +230,11 @@ def check_coco(coco, json_file, image_root, report, split=None, check_files=True
             continue
         path = os.path.normpath(os.path.join(image_root, entry["file_name"]))
         if path in seen_names:
-            report.error(path, f"listed twice in {json_file} (image ids {seen_names[path]!r} and "
-                         f"{image_id!r})")
+            report.error(
+                path,
+                f"listed twice in {json_file} (image ids {seen_names[path]!r} and "
+                f"{image_id!r})",
+            )
         seen_names[path] = image_id
         if check_files and not os.path.isfile(path):
             report.error(path, f"image file not found (listed in {json_file})")
@@ -227,12 +248,16 @@ def check_coco(coco, json_file, image_root, report, split=None, check_files=True
         ann_ids.add(ann.get("id"))
         image = images.get(ann.get("image_id"))
         if image is None:
-            report.error(json_file, f"{where}: dangling, its image id {ann.get('image_id')!r} is "
-                         "not in images")
+            report.error(
+                json_file,
+                f"{where}: dangling, its image id {ann.get('image_id')!r} is " "not in images",
+            )
             continue
         if ann.get("category_id") not in categories:
-            report.error(json_file, f"{where}: category id {ann.get('category_id')!r} is not in "
-                         "categories")
+            report.error(
+                json_file,
+                f"{where}: category id {ann.get('category_id')!r} is not in " "categories",
+            )
             continue
         _check_annotation(ann, image, f"{where} (image {image['file_name']})", report, json_file)
         image["num_instances"] += 1
@@ -267,13 +292,19 @@ def check_image(path, report, expected_size=None, eight_bit=False):
         report.add_error(e)
         return None
     if eight_bit and is_high_bit_depth(path):
-        report.warn(path, "image of more than 8 bits, which Detectron2's read_image (Visualizer, "
-                    "DefaultPredictor) clips to 0-255; tools/convert_dataset.py annotates 8-bit "
-                    "copies")
+        report.warn(
+            path,
+            "image of more than 8 bits, which Detectron2's read_image (Visualizer, "
+            "DefaultPredictor) clips to 0-255; tools/convert_dataset.py annotates 8-bit "
+            "copies",
+        )
     height, width = image.shape[:2]
     if expected_size is not None and tuple(expected_size) != (height, width):
-        report.error(path, f"image is {width}x{height} (width x height) but the annotations say "
-                     f"{expected_size[1]}x{expected_size[0]}")
+        report.error(
+            path,
+            f"image is {width}x{height} (width x height) but the annotations say "
+            f"{expected_size[1]}x{expected_size[0]}",
+        )
     if min(height, width) < MIN_SIDE_WARNING:
         report.warn(path, f"image is only {width}x{height} pixels")
     return height, width
@@ -306,8 +337,9 @@ def check_mask_pairs(pairs, mask_values, report, split="all", progress=True):
         dict[str, str]: path -> SHA-1 of the readable images.
     """
     digests = {}
-    for image_path, mask_path, _ in tqdm(pairs, desc="reading pairs", unit="pair",
-                                         disable=not progress):
+    for image_path, mask_path, _ in tqdm(
+        pairs, desc="reading pairs", unit="pair", disable=not progress
+    ):
         report.count(split, "images")
         size = check_image(image_path, report)
         try:
@@ -318,8 +350,11 @@ def check_mask_pairs(pairs, mask_values, report, split="all", progress=True):
         if size is not None:
             digests[image_path] = file_digest(image_path)
             if mask.shape != size:
-                report.error(mask_path, f"mask size {mask.shape[::-1]} differs from image "
-                             f"{image_path} size {size[::-1]} (width, height)")
+                report.error(
+                    mask_path,
+                    f"mask size {mask.shape[::-1]} differs from image "
+                    f"{image_path} size {size[::-1]} (width, height)",
+                )
                 continue
         labels = [int(v) for v in set(mask.ravel().tolist()) if v]
         report.count(split, "no label" if not labels else "labelled")
@@ -350,10 +385,14 @@ def check_classification(records, class_names, report, split, decode=True, progr
             continue
         digests[path] = file_digest(path)
         crop = record.get("crop")
-        if crop is not None and (crop[0] >= size[1] or crop[1] >= size[0] or crop[2] <= 0
-                                 or crop[3] <= 0):
-            report.error(path, f"crop box {crop} does not overlap the image of "
-                         f"{size[1]}x{size[0]} (width x height)")
+        if crop is not None and (
+            crop[0] >= size[1] or crop[1] >= size[0] or crop[2] <= 0 or crop[3] <= 0
+        ):
+            report.error(
+                path,
+                f"crop box {crop} does not overlap the image of "
+                f"{size[1]}x{size[0]} (width x height)",
+            )
     return digests
 
 
@@ -487,8 +526,9 @@ def validate_layout(layout, folder, progress=True):
     report, errors = ValidationReport(), []
     try:
         if lister is None:
-            pairs = list_folder_pairs(os.path.join(folder, "images"),
-                                      os.path.join(folder, "masks"), errors)
+            pairs = list_folder_pairs(
+                os.path.join(folder, "images"), os.path.join(folder, "masks"), errors
+            )
         else:
             pairs = lister(folder, errors)
     except DatasetFormatError as e:
@@ -502,8 +542,9 @@ def validate_layout(layout, folder, progress=True):
     return report
 
 
-def validate_covidx(folder, decode=True, progress=True, images="2A_images",
-                    split_file="{}_COVIDx_CT-1.txt"):
+def validate_covidx(
+    folder, decode=True, progress=True, images="2A_images", split_file="{}_COVIDx_CT-1.txt"
+):
     """Validate the COVIDx-CT split files of ``folder`` (every line, every image), and that no
     patient is in two splits."""
     report = ValidationReport()
@@ -517,8 +558,7 @@ def validate_covidx(folder, decode=True, progress=True, images="2A_images",
         records = parse_covidx_split(path, os.path.join(folder, images), errors)
         for error in errors:
             report.add_error(error)
-        return _classification_split(records, COVIDX_CLASS_NAMES, split, report, decode,
-                                     progress)
+        return _classification_split(records, COVIDX_CLASS_NAMES, split, report, decode, progress)
 
     splits = [(split, lambda split=split: check(split)) for split in ("train", "val", "test")]
     return _validate_splits(splits, report, group_kind="patient")

@@ -9,6 +9,7 @@ final name when it is closed, so a checkpoint is either complete or absent, and 
 (the ``.pth`` first, then ``last_checkpoint``) is used unchanged. A resume skips a missing or
 unreadable file for the newest one that loads, saying so in the log.
 """
+
 import glob
 import logging
 import os
@@ -147,8 +148,9 @@ def check_complete(path):
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
         raise IncompleteCheckpointError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
-    missing = [k for k in ("model", "iteration") if not isinstance(checkpoint, dict)
-               or k not in checkpoint]
+    missing = [
+        k for k in ("model", "iteration") if not isinstance(checkpoint, dict) or k not in checkpoint
+    ]
     if missing:
         raise IncompleteCheckpointError(f"{path}: not a training checkpoint (no {missing})")
 
@@ -183,7 +185,8 @@ def newest_complete_checkpoint(checkpointer):
     if chosen is not None and problems:
         logger.warning(
             "Resuming from %s, the newest complete checkpoint (skipped: %s)",
-            chosen, "; ".join(problems),
+            chosen,
+            "; ".join(problems),
         )
     return chosen
 

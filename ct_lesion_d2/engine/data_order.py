@@ -5,6 +5,7 @@ process 0), with which seed. A resumed run checks its order against the record a
 the log when it differs (another dataset, seed or batch size), since it then cannot reproduce
 the uninterrupted run.
 """
+
 import json
 import logging
 import os
@@ -79,18 +80,27 @@ def write_data_order(output_dir, record, start_iter=0):
         os.replace(path, kept)
         logger.warning(
             "The data order differs from the one recorded in %s (kept as %s): %s",
-            path, kept,
-            "this run, starting at iteration %d, will not reproduce the run that wrote it"
-            % start_iter if start_iter else "a new run in a used folder",
+            path,
+            kept,
+            (
+                "this run, starting at iteration %d, will not reproduce the run that wrote it"
+                % start_iter
+                if start_iter
+                else "a new run in a used folder"
+            ),
         )
     write_json_atomic(record, path, overwrite=True)
     names = record["file_names"]
     shown = [
         f"{i}: {[os.path.basename(names[k]) for k in batch]}"
-        for i, batch in enumerate(record["batches"][start_iter:start_iter + 3], start=start_iter)
+        for i, batch in enumerate(record["batches"][start_iter : start_iter + 3], start=start_iter)
     ]
     logger.info(
         "Seed %d; data order of %d iterations written to %s; from iteration %d: %s",
-        record["seed"], len(record["batches"]), path, start_iter, "; ".join(shown),
+        record["seed"],
+        len(record["batches"]),
+        path,
+        start_iter,
+        "; ".join(shown),
     )
     return path

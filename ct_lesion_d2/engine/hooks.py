@@ -1,4 +1,5 @@
 """Training hooks of the project."""
+
 import math
 import random
 
@@ -40,7 +41,9 @@ class NonFiniteLossError(FloatingPointError):
         bad = sorted(k for k, v in losses.items() if not math.isfinite(v))
         where = (
             f"the last good checkpoint, {last_checkpoint}, is untouched (resume from it with "
-            "--resume)" if last_checkpoint else "no checkpoint had been written"
+            "--resume)"
+            if last_checkpoint
+            else "no checkpoint had been written"
         )
         super().__init__(
             f"Loss became non-finite at iteration {iteration}: {', '.join(bad) or 'total'} "
@@ -89,8 +92,11 @@ class NonFiniteLossCheck(HookBase):
         if finite:
             return
         losses = {k: float(v.detach().float().sum().cpu()) for k, v in output.items()}
-        last = (self._checkpointer.get_checkpoint_file()
-                if self._checkpointer.has_checkpoint() else None)
+        last = (
+            self._checkpointer.get_checkpoint_file()
+            if self._checkpointer.has_checkpoint()
+            else None
+        )
         raise NonFiniteLossError(self.trainer.iter, losses, last)
 
 

@@ -1,9 +1,9 @@
 """Batched slice predictor: lesions, raw mask logits, the ranked RoI batch and class scores.
 
 ``DefaultPredictor`` runs one image and keeps only the post-processed instances. The paper's
-analysis (docs/PAPER.md, section 5) also needs the mask logits before the sigmoid, the ranked batch of B RoIs
-and the classifier's class scores, so :class:`CTLesionPredictor` drives the models directly,
-with ``DefaultPredictor``'s steps: build, load ``MODEL.WEIGHTS``, resize with
+analysis (docs/PAPER.md, section 5) also needs the mask logits before the sigmoid, the ranked
+batch of B RoIs and the classifier's class scores, so :class:`CTLesionPredictor` drives the
+models directly, with ``DefaultPredictor``'s steps: build, load ``MODEL.WEIGHTS``, resize with
 ``INPUT.{MIN,MAX}_SIZE_TEST``, eval mode, no gradients.
 """
 
@@ -79,14 +79,16 @@ class CTLesionPredictor:
     """
 
     @classmethod
-    def from_zoo(cls, name=None, classifier_cfg=None, *, opts=(), device=None,
-                 confidence_threshold=None):
+    def from_zoo(
+        cls, name=None, classifier_cfg=None, *, opts=(), device=None, confidence_threshold=None
+    ):
         """The predictor of a model-zoo segmenter (docs/MODEL_ZOO.md), its weights checked by
         hash; ``name`` None is the default zoo model."""
         from ..model_zoo import DEFAULT_ZOO_MODEL
 
-        cfg = build_predict_config(None, None, opts, device, confidence_threshold,
-                                   zoo_model=name or DEFAULT_ZOO_MODEL)
+        cfg = build_predict_config(
+            None, None, opts, device, confidence_threshold, zoo_model=name or DEFAULT_ZOO_MODEL
+        )
         return cls(cfg, classifier_cfg)
 
     def __init__(self, cfg, classifier_cfg=None, models=None):

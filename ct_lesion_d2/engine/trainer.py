@@ -6,6 +6,7 @@ Everything goes through ``DefaultTrainer``'s public seams: the ``build_*`` class
 where the official Detectron2 and pb1-detectron2 0.6 differ, ``ct_lesion_d2.utils.compat`` says
 so.
 """
+
 import logging
 import os
 
@@ -79,8 +80,11 @@ def match_num_classes(cfg):
         if len(classes) != cfg.MODEL.CT_CLASSIFIER.NUM_CLASSES:
             logger.warning(
                 "MODEL.CT_CLASSIFIER.NUM_CLASSES=%d but %s has %d classes %s: using %d",
-                cfg.MODEL.CT_CLASSIFIER.NUM_CLASSES, cfg.DATASETS.TRAIN[0], len(classes),
-                list(classes), len(classes),
+                cfg.MODEL.CT_CLASSIFIER.NUM_CLASSES,
+                cfg.DATASETS.TRAIN[0],
+                len(classes),
+                list(classes),
+                len(classes),
             )
             cfg.MODEL.CT_CLASSIFIER.NUM_CLASSES = len(classes)
     return cfg
@@ -129,8 +133,7 @@ class CTLesionTrainer(DefaultTrainer):
         ``MODEL.CT_CLASSIFIER.SEGMENTATION_WEIGHTS``."""
         if not (resume and self.checkpointer.has_checkpoint()):
             initialize_from_segmenter(self.model, self.cfg)
-        self.resumed_from = resume_or_load(self.checkpointer, self.cfg.MODEL.WEIGHTS,
-                                           resume=resume)
+        self.resumed_from = resume_or_load(self.checkpointer, self.cfg.MODEL.WEIGHTS, resume=resume)
         if self.resumed_from:
             # The checkpoint stores the iteration that just finished.
             self.start_iter = self.iter + 1

@@ -1,5 +1,6 @@
 """Evaluators: slice classification metrics, and lesion Dice and detection rates beside
 Detectron2's COCOEvaluator."""
+
 from .classification_evaluation import (
     CTClassificationEvaluator,
     binary_auc,

@@ -5,23 +5,23 @@ computed is NaN: the sensitivity of a class with no sample, the specificity of a
 sample belongs to, and the one-vs-rest AUC of a class with no positive or no negative sample.
 Macro averages skip NaN entries and are NaN only when every entry is.
 """
+
 import copy
 import itertools
 import logging
 import os
 from collections import OrderedDict
 
-import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
-from tabulate import tabulate
-
 import detectron2.utils.comm as comm
+import numpy as np
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import create_small_table
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from tabulate import tabulate
 
 from ..utils.files import write_json_atomic
 

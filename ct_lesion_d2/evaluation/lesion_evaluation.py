@@ -337,8 +337,9 @@ def build_lesion_evaluators(cfg, dataset_name, output_folder=None):
     """
     return DatasetEvaluators(
         [
-            COCOEvaluator(dataset_name, output_dir=output_folder,
-                          use_fast_impl=compat.HAS_COMPILED_OPS),
+            COCOEvaluator(
+                dataset_name, output_dir=output_folder, use_fast_impl=compat.HAS_COMPILED_OPS
+            ),
             CTLesionEvaluator(
                 dataset_name,
                 score_thresh=cfg.TEST.CT_LESION_EVAL.SCORE_THRESH,

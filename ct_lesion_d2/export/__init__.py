@@ -3,17 +3,8 @@
 Importing this package also makes ``detectron2.export`` importable where caffe2 is absent
 (``compat.py``), which ``TracingAdapter`` and fvcore flop counting need.
 """
-from .compat import ensure_detectron2_export
+
 from ..modeling.gather_roi_align import GatherROIAlign, gather_roi_align
-from .optimize import fold_batch_norm, gather_roi_poolers, optimize_for_inference
-from .tracing import EXPORT_FORMATS, ExportedGraph, ExportError, check_exportable
-from .segmentation import (
-    SEGMENTATION_TOLERANCES,
-    ExportedSegmenter,
-    compare_segmentation,
-    export_segmenter,
-    segmentation_adapter,
-)
 from .classification import (
     CLASSIFIER_TOLERANCES,
     ExportedClassifier,
@@ -21,6 +12,16 @@ from .classification import (
     compare_classification,
     export_classifier,
 )
+from .compat import ensure_detectron2_export
+from .optimize import fold_batch_norm, gather_roi_poolers, optimize_for_inference
+from .segmentation import (
+    SEGMENTATION_TOLERANCES,
+    ExportedSegmenter,
+    compare_segmentation,
+    export_segmenter,
+    segmentation_adapter,
+)
+from .tracing import EXPORT_FORMATS, ExportedGraph, ExportError, check_exportable
 
 __all__ = [
     "CLASSIFIER_TOLERANCES",

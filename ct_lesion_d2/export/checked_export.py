@@ -19,6 +19,7 @@ the optimised eager model (``optimize_for_inference``) and every export. ``expor
 ``--output`` records everything; the exit status is 1 when a check fails. Existing files are
 replaced only with ``--overwrite``.
 """
+
 import argparse
 import copy
 import logging
@@ -71,7 +72,10 @@ def parse_args(argv=None):
         "--format", nargs="+", default=list(EXPORT_FORMATS), choices=list(EXPORT_FORMATS)
     )
     parser.add_argument(
-        "--images", action="append", default=[], metavar="PATH",
+        "--images",
+        action="append",
+        default=[],
+        metavar="PATH",
         help="check slices: a folder of images or a slice file (PNG/JPG, DICOM, NIfTI); "
         "repeat for more",
     )
@@ -143,14 +147,30 @@ def export_all(model, cfg, args, example):
         start = time.perf_counter()
         if classifier:
             prefix = os.path.join(args.output, "classifier")
-            export_classifier(model, example, fmt, prefix, opset=args.opset,
-                              fold_bn=not args.no_fold_bn, overwrite=args.overwrite, meta=meta)
+            export_classifier(
+                model,
+                example,
+                fmt,
+                prefix,
+                opset=args.opset,
+                fold_bn=not args.no_fold_bn,
+                overwrite=args.overwrite,
+                meta=meta,
+            )
             runner = ExportedClassifier(prefix, fmt)
             files = exported_classifier_files(prefix, fmt)
         else:
             path = os.path.join(args.output, "segmenter" + EXPORT_FORMATS[fmt])
-            export_segmenter(model, example, fmt, path, opset=args.opset,
-                             fold_bn=not args.no_fold_bn, overwrite=args.overwrite, meta=meta)
+            export_segmenter(
+                model,
+                example,
+                fmt,
+                path,
+                opset=args.opset,
+                fold_bn=not args.no_fold_bn,
+                overwrite=args.overwrite,
+                meta=meta,
+            )
             runner = ExportedSegmenter(path)
             files = [path, path + ".json"]
         exports[fmt] = (runner, files, time.perf_counter() - start)
@@ -183,7 +203,6 @@ def check_exports(model, exports, inputs, classifier):
 def evaluate(cfg, dataset_name, runners):
     """segm/bbox AP of each runner (name -> callable model) on ``dataset_name``."""
     from detectron2.evaluation import inference_on_dataset
-
 
     results = {}
     for name, runner in runners.items():
@@ -269,11 +288,14 @@ def main(argv=None):
         optimized = optimize_for_inference(copy.deepcopy(model))
         runners = {"eager": model, "optimized": optimized}
         runners.update({fmt: runner for fmt, (runner, _, _) in exports.items()})
-        record["evaluation"] = {"dataset": args.eval_dataset,
-                                "results": evaluate(cfg, args.eval_dataset, runners)}
+        record["evaluation"] = {
+            "dataset": args.eval_dataset,
+            "results": evaluate(cfg, args.eval_dataset, runners),
+        }
         for name, result in record["evaluation"]["results"].items():
-            aps = ", ".join(f"{task} AP {r['AP']:.2f} AP50 {r['AP50']:.2f}" for task, r in
-                            result.items())
+            aps = ", ".join(
+                f"{task} AP {r['AP']:.2f} AP50 {r['AP50']:.2f}" for task, r in result.items()
+            )
             print(f"{args.eval_dataset} {name}: {aps}")
     write_json_atomic(record, report_path, overwrite=args.overwrite)
     print(f"report written to {report_path}")

@@ -19,6 +19,7 @@ two-graph split carries yet.
 
 :class:`ExportedClassifier` chains them and returns what ``CTMaskNetClassifier`` returns.
 """
+
 import copy
 
 import torch
@@ -72,7 +73,10 @@ def classifier_candidates(model, inputs):
     """
     _, features, proposals, _ = detect(model, inputs, roi_heads=False)
     return roi_candidates(
-        model.roi_heads, features, proposals, model.sigmoid_scores,
+        model.roi_heads,
+        features,
+        proposals,
+        model.sigmoid_scores,
         head_features=model.roi_head_features,
     )
 
@@ -95,8 +99,9 @@ def check_classifier_exportable(model):
             )
 
 
-def export_classifier(model, image, fmt, prefix, *, opset=ONNX_DEFAULT_OPSET, fold_bn=True,
-                      overwrite=False, meta=None):
+def export_classifier(
+    model, image, fmt, prefix, *, opset=ONNX_DEFAULT_OPSET, fold_bn=True, overwrite=False, meta=None
+):
     """Write the classifier as ``<prefix>_detector`` and ``<prefix>_s`` TorchScript/ONNX files.
 
     Args:

@@ -8,6 +8,7 @@ same for 0.6: it builds the ``detectron2.export`` package from the same director
 Caffe2 part, so ``TracingAdapter``, ``scripting_with_instances`` and ``dump_torchscript_IR``
 are Detectron2's own.
 """
+
 import importlib
 import os
 import sys

@@ -16,6 +16,7 @@ All three change float rounding only (about 1e-6 relative); the AP on real slice
 docs/BENCHMARKS.md. They leave the model in a state that should not be trained further
 (BatchNorm is gone): apply them to an inference copy only.
 """
+
 import logging
 
 import torch

@@ -7,6 +7,7 @@ coordinates. Rescaling to the original size and pasting the masks stay in Python
 (``detector_postprocess``, as in the eager model), so :class:`ExportedSegmenter` returns
 exactly what ``model(batched_inputs)`` returns.
 """
+
 import copy
 
 import torch
@@ -75,8 +76,9 @@ def segmentation_adapter(model, image):
     return adapter, names, list(outputs)
 
 
-def export_segmenter(model, image, fmt, path, *, opset=ONNX_DEFAULT_OPSET, fold_bn=True,
-                     overwrite=False, meta=None):
+def export_segmenter(
+    model, image, fmt, path, *, opset=ONNX_DEFAULT_OPSET, fold_bn=True, overwrite=False, meta=None
+):
     """Trace the segmenter on ``image`` and write it as TorchScript or ONNX.
 
     The graph takes any image size (ONNX: dynamic height and width) and any number of

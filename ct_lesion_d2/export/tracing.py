@@ -9,6 +9,7 @@ Every graph here takes float32 tensors: images are traced and run as float 0-255
 dtype they come in (Detectron2's mappers give uint8 images, which the eager model converts in
 ``preprocess_image``), so one exported file serves both.
 """
+
 import json
 import os
 
@@ -89,8 +90,19 @@ def check_exportable(cfg, fmt, opset=ONNX_DEFAULT_OPSET):
             )
 
 
-def export_graph(module, inputs, fmt, path, *, input_names, output_names, dynamic_axes, meta,
-                 opset=ONNX_DEFAULT_OPSET, overwrite=False):
+def export_graph(
+    module,
+    inputs,
+    fmt,
+    path,
+    *,
+    input_names,
+    output_names,
+    dynamic_axes,
+    meta,
+    opset=ONNX_DEFAULT_OPSET,
+    overwrite=False,
+):
     """Trace ``module(*inputs)`` and write it to ``path`` with a ``path + ".json"`` sidecar.
 
     Args:
@@ -173,9 +185,7 @@ class ExportedGraph:
             options = ort.SessionOptions()
             options.intra_op_num_threads = num_threads or torch.get_num_threads()
             options.inter_op_num_threads = 1
-            self._session = ort.InferenceSession(
-                path, options, providers=["CPUExecutionProvider"]
-            )
+            self._session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
             self._input_names = [i.name for i in self._session.get_inputs()]
         else:
             raise ExportError(f"{sidecar}: unknown format {self.format!r}")
@@ -187,8 +197,10 @@ class ExportedGraph:
                 outputs = self._module(*(x.cpu() for x in inputs))
             outputs = [outputs] if isinstance(outputs, torch.Tensor) else list(outputs)
         else:
-            feed = {n: np.ascontiguousarray(x.detach().cpu().numpy()) for n, x in zip(
-                self._input_names, inputs)}
+            feed = {
+                n: np.ascontiguousarray(x.detach().cpu().numpy())
+                for n, x in zip(self._input_names, inputs)
+            }
             outputs = [torch.from_numpy(o) for o in self._session.run(None, feed)]
         return dict(zip(self.output_names, outputs))
 

@@ -6,6 +6,7 @@ classifier, the classifier export and the RoI-batch cache also need what it comp
 analysis figures show), so they all run :func:`detect`: Detectron2's own steps
 (``preprocess_image``, backbone, proposal generator, RoI heads), called once, in order.
 """
+
 import contextlib
 from typing import Dict, List, NamedTuple, Optional
 

@@ -19,6 +19,7 @@ operation by operation; results and input gradients differ from it by float roun
 (about 1e-6), which ``tests/test_gather_roi_align.py`` checks against torchvision at float64,
 boundary RoIs included.
 """
+
 import torch
 from detectron2.layers import ROIAlign
 from torch import nn
@@ -79,20 +80,37 @@ def gather_roi_align(input, rois, output_size, spatial_scale, sampling_ratio, al
     bin_w, bin_h = roi_w / pw, roi_h / ph
     step = torch.arange(sampling_ratio, dtype=dtype, device=input.device) + 0.5
     # roi_start + p * bin_size + (i + 0.5) * bin_size / grid, in torchvision's order of operations
-    ys = (y0[:, None, None] + torch.arange(ph, dtype=dtype, device=input.device)[None, :, None]
-          * bin_h[:, None, None] + step * bin_h[:, None, None] / sampling_ratio)
-    xs = (x0[:, None, None] + torch.arange(pw, dtype=dtype, device=input.device)[None, :, None]
-          * bin_w[:, None, None] + step * bin_w[:, None, None] / sampling_ratio)
+    ys = (
+        y0[:, None, None]
+        + torch.arange(ph, dtype=dtype, device=input.device)[None, :, None] * bin_h[:, None, None]
+        + step * bin_h[:, None, None] / sampling_ratio
+    )
+    xs = (
+        x0[:, None, None]
+        + torch.arange(pw, dtype=dtype, device=input.device)[None, :, None] * bin_w[:, None, None]
+        + step * bin_w[:, None, None] / sampling_ratio
+    )
     # (R, ph, 1, sy, 1) against (R, 1, pw, 1, sx)
     y_lo, y_hi, wy_lo, wy_hi, y_ok = (t[:, :, None, :, None] for t in _axis_neighbours(ys, height))
     x_lo, x_hi, wx_lo, wx_hi, x_ok = (t[:, None, :, None, :] for t in _axis_neighbours(xs, width))
     scale = (y_ok & x_ok).to(dtype) / (sampling_ratio * sampling_ratio)
     base = (rois[:, 0].long() * (height * width))[:, None, None, None, None]
-    index = torch.stack(torch.broadcast_tensors(
-        base + y_lo * width + x_lo, base + y_lo * width + x_hi,
-        base + y_hi * width + x_lo, base + y_hi * width + x_hi), dim=-1)
-    weight = torch.stack(torch.broadcast_tensors(
-        wy_lo * wx_lo, wy_lo * wx_hi, wy_hi * wx_lo, wy_hi * wx_hi), dim=-1) * scale[..., None]
+    index = torch.stack(
+        torch.broadcast_tensors(
+            base + y_lo * width + x_lo,
+            base + y_lo * width + x_hi,
+            base + y_hi * width + x_lo,
+            base + y_hi * width + x_hi,
+        ),
+        dim=-1,
+    )
+    weight = (
+        torch.stack(
+            torch.broadcast_tensors(wy_lo * wx_lo, wy_lo * wx_hi, wy_hi * wx_lo, wy_hi * wx_hi),
+            dim=-1,
+        )
+        * scale[..., None]
+    )
     table = input.permute(0, 2, 3, 1).reshape(n * height * width, channels).contiguous()
     pooled = F.embedding_bag(
         index.reshape(num_rois * ph * pw, -1),

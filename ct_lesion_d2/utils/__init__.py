@@ -1,4 +1,5 @@
 """Helpers that do not belong to a Detectron2 sub-package."""
+
 import importlib
 import sys
 

@@ -24,6 +24,7 @@ detected from what the installed package does, not from its version, and each ha
    its first step, 0.6 in its constructor; ``ResumableTrainLoader`` starts reading only at the
    first batch, so ``set_start_iter`` after the trainer is built works on both.
 """
+
 import contextlib
 import importlib
 import inspect

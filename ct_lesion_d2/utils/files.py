@@ -4,6 +4,7 @@ staged groups of files and staged folders, and the refusal to replace existing o
 Used by every part of the package that writes (converters, checkpoints, evaluation, exports,
 reports); the readers of CT data are in ``ct_lesion_d2.data``.
 """
+
 import glob
 import json
 import os

@@ -1,4 +1,5 @@
 """Lesion overlays drawn with Detectron2's ``Visualizer``."""
+
 import os
 
 import numpy as np
@@ -6,7 +7,6 @@ from detectron2.data import MetadataCatalog
 from detectron2.data.detection_utils import read_image
 from detectron2.utils.visualizer import ColorMode, Visualizer
 from PIL import Image
-
 
 # Small slices are drawn enlarged so that labels stay legible.
 _MIN_PANEL_SIDE = 512
@@ -62,8 +62,10 @@ def save_prediction_panels(
         prediction = predictor(image_bgr)["instances"]
         image_rgb = np.ascontiguousarray(image_bgr[:, :, ::-1])
         panel = np.concatenate(
-            [draw_predictions(image_rgb, prediction, metadata, score_threshold),
-             draw_ground_truth(image_rgb, record, metadata)],
+            [
+                draw_predictions(image_rgb, prediction, metadata, score_threshold),
+                draw_ground_truth(image_rgb, record, metadata),
+            ],
             axis=1,
         )
         Image.fromarray(panel).save(path)

@@ -4,6 +4,7 @@ Each dataset ``<key>`` lives under ``$DETECTRON2_DATASETS/<key>/annotations/{tra
 (Detectron2's convention: the root defaults to ``./datasets``). The JSON records its image
 root, so the source images are read where they are and never copied.
 """
+
 import json
 import os
 
@@ -42,8 +43,9 @@ def load_ct_lesion_coco(json_file, dataset_name=None, hint=None):
     if not os.path.isfile(json_file):
         how = f"python tools/convert_dataset.py {hint or '<layout> <folder>'} --output "
         raise DatasetFormatError(
-            json_file, f"annotation file not found; create it with: {how}"
-            f"{os.path.dirname(os.path.dirname(json_file))}"
+            json_file,
+            f"annotation file not found; create it with: {how}"
+            f"{os.path.dirname(os.path.dirname(json_file))}",
         )
     report = ValidationReport()
     coco = load_json(json_file, report)

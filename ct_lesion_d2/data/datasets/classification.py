@@ -12,6 +12,7 @@ only when a dataset is first loaded, so importing the package never needs the da
 Records have an int ``class_id``; the metadata has the class names (``thing_classes``, which
 Detectron2 also answers to ``class_names``) and ``evaluator_type = "ct_classification"``.
 """
+
 import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -22,8 +23,8 @@ from ..classification import (
     parse_covidx_split,
     sample_per_class,
 )
-from ..splits import split_records_by_group
 from ..io import DatasetFormatError
+from ..splits import split_records_by_group
 
 COVIDX_DIR = "COVIDx-CT"
 COVIDX_IMAGES = "2A_images"

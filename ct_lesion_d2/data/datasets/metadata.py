@@ -3,6 +3,7 @@
 Both helpers read ``MetadataCatalog`` and never write into it: the metadata they return is a
 fresh object, so that two configs with different classes can be used in one process.
 """
+
 from detectron2.data import MetadataCatalog
 from detectron2.data.catalog import Metadata
 

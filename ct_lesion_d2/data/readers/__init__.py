@@ -1,6 +1,7 @@
 """Readers of CT data, each with errors that name the file: DICOM files and series
 (``dicom``), NIfTI volumes (``nifti``), image slices and label masks (``images``), and
 :func:`read_scan`, which picks the reader for a path. All return a :class:`Scan` (``scan``)."""
+
 import os
 
 from ..io import DatasetFormatError

@@ -1,4 +1,5 @@
 """DICOM files and series as a :class:`Scan` in Hounsfield units (see ``scan.py``)."""
+
 import os
 import warnings
 

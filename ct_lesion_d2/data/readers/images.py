@@ -1,5 +1,6 @@
 """Image slices (PNG, JPG and the other formats PIL decodes) and label masks, with errors that
 name the file and the problem; folders of 8-bit slices as a :class:`Scan`."""
+
 import os
 import re
 
@@ -40,8 +41,13 @@ def _decode(path, kind, to_array):
     except FileNotFoundError:
         missing = "file not found" if kind == "image" else f"{kind} file not found"
         raise DatasetFormatError(path, missing) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
-            Image.DecompressionBombError) as e:
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+    ) as e:
         if isinstance(e, OSError) and os.path.isfile(path) and os.path.getsize(path) == 0:
             raise DatasetFormatError(path, f"cannot read {kind} (empty file, 0 bytes)") from None
         raise DatasetFormatError(path, f"cannot read {kind} ({e})") from None

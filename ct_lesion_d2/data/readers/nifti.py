@@ -1,4 +1,5 @@
 """NIfTI volumes as a :class:`Scan` in Hounsfield units, and writing one back."""
+
 import os
 import warnings
 

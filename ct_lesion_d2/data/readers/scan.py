@@ -18,6 +18,7 @@ useful window, so padding becomes black after windowing, as it is in the 8-bit d
 
 All failures raise :class:`DatasetFormatError` whose message names the offending file.
 """
+
 import os
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple

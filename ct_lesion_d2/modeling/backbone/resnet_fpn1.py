@@ -5,6 +5,7 @@ the last one or two stages (truncations T1, T2) leaves no parameters of them in 
 Detectron2's ``FPN`` with a single input feature and no top block is exactly the paper's one
 level: a 1x1 lateral conv and a 3x3 output conv, both with bias, and no top-down path.
 """
+
 import torch
 from detectron2.modeling import BACKBONE_REGISTRY, FPN, build_resnet_backbone
 

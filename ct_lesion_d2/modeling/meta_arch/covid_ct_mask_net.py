@@ -7,6 +7,7 @@ and ranks B detections per image; each becomes a row ``[confidence, 4 box-regres
 and module S classifies the flattened B x 5 batch as Control, Common Pneumonia or COVID-19.
 Only module S and the affine parameters of the backbone BatchNorm layers are trained.
 """
+
 import logging
 
 import torch
@@ -235,9 +236,7 @@ class CTMaskNetClassifier(GeneralizedRCNN):
             "row_features": options["row_features"],
             "train_bn_affine": ct.TRAIN_BN_AFFINE,
             "roi_head_features": ct.ROI_HEAD_FEATURES,
-            "burden_score_thresh": (
-                ct.BURDEN_SCORE_THRESH if ct.LESION_BURDEN_FEATURES else None
-            ),
+            "burden_score_thresh": (ct.BURDEN_SCORE_THRESH if ct.LESION_BURDEN_FEATURES else None),
             "global_features": ct.GLOBAL_FEATURES,
         }
 
@@ -284,7 +283,7 @@ class CTMaskNetClassifier(GeneralizedRCNN):
                 training; optional ``"height"``, ``"width"`` for the output ``roi_boxes``.
                 Inputs may instead carry precomputed ``"roi_rows"`` (B, W) and, with a
                 slice-feature option, ``"slice_features"`` (D,) (see
-                :func:`ct_lesion_d2.modeling.meta_arch.roi_batch_cache.compute_roi_batch_records`): the
+                ``ct_lesion_d2.modeling.meta_arch.roi_batch_cache.compute_roi_batch_records``): the
                 detector is then skipped and only module S runs.
 
         Returns:
@@ -349,10 +348,16 @@ class CTMaskNetClassifier(GeneralizedRCNN):
             # masks only for the detections the burden counts
             instances = [i[i.scores >= self.burden_score_thresh] for i in instances]
             instances = self.roi_heads.forward_with_given_boxes(features, instances)
-            slice_features.append(torch.stack([
-                lesion_burden(inst, x["image"][:, :h, :w].to(self.device), self.burden_score_thresh)
-                for inst, x, (h, w) in zip(instances, batched_inputs, images.image_sizes)
-            ]))
+            slice_features.append(
+                torch.stack(
+                    [
+                        lesion_burden(
+                            inst, x["image"][:, :h, :w].to(self.device), self.burden_score_thresh
+                        )
+                        for inst, x, (h, w) in zip(instances, batched_inputs, images.image_sizes)
+                    ]
+                )
+            )
         if self.global_features:
             name = self.roi_heads.box_in_features[-1]
             stride = self.backbone.output_shape()[name].stride
@@ -421,6 +426,9 @@ def _build_s(ct, backbone, roi_heads):
     if not slice_dim:
         return build_s_module(ct.BATCH_DETECTIONS, ct.HIDDEN_DIM, ct.NUM_CLASSES, row_width)
     return SliceFeatureS(
-        row_width * ct.BATCH_DETECTIONS, slice_dim, ct.HIDDEN_DIM, ct.SLICE_HIDDEN_DIM,
+        row_width * ct.BATCH_DETECTIONS,
+        slice_dim,
+        ct.HIDDEN_DIM,
+        ct.SLICE_HIDDEN_DIM,
         ct.NUM_CLASSES,
     )

@@ -6,6 +6,7 @@ clip the decoded boxes to the image, remove zero-area boxes, drop scores not abo
 threshold, class-specific NMS, keep the B best in descending score order, and fill a short
 batch by replicating the survivors in rank order.
 """
+
 from typing import NamedTuple
 
 import torch

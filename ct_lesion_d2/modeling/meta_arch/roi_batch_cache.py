@@ -12,6 +12,7 @@ slice features of the classifier's options too, and with ``CACHE_AUGMENTED_VIEWS
 N augmented views of each slice (the training mapper's flips, rotations and intensity changes,
 :class:`AugmentedViews`) beside the unaugmented one.
 """
+
 import logging
 import zlib
 
@@ -189,7 +190,10 @@ def build_roi_batch_cache_loader(cfg):
         dataset_dicts, mapper = augmented.expand(dataset_dicts, views), augmented
     cache = RoIBatchCache(dataset_dicts, mapper, cfg.SOLVER.IMS_PER_BATCH)
     loader = build_resumable_train_loader(
-        cfg, mapper=cache, dataset=cache.loader_records(), aspect_ratio_grouping=False,
+        cfg,
+        mapper=cache,
+        dataset=cache.loader_records(),
+        aspect_ratio_grouping=False,
         num_workers=0,
     )
     loader.roi_batch_cache = cache

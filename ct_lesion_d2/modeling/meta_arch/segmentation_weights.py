@@ -12,6 +12,7 @@ keeps its report of incompatible keys and adds which keys were taken.
   classifier checkpoint is complete), or, for a classifier without one, from
   ``SEGMENTATION_WEIGHTS`` (random module S on a trained detector, as the benchmarks use).
 """
+
 import logging
 from typing import List, NamedTuple, Tuple
 

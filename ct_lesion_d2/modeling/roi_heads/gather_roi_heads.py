@@ -8,6 +8,7 @@ CPU where torchvision's kernel runs on one core (``docs/BENCHMARKS.md``). The ke
 the ground-truth bit masks of the sampled proposals as indices into the image's masks
 (:class:`IndexedBitMasks`) rather than one full-size copy per proposal (256 x H x W per image).
 """
+
 import logging
 
 import torch
