@@ -3,18 +3,9 @@ line (name, weights file and its SHA-256, training data when the checkpoint reco
 date, and a scan name that does not leak the path (which often holds a patient ID)."""
 
 import datetime
-import hashlib
 import os
 
 __all__ = ["apply_umask", "model_card", "now_utc", "pseudonymous_source"]
-
-
-def _sha256(path, chunk=1 << 20):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _training_data(path):
@@ -51,9 +42,9 @@ def model_card(config_file, weights):
         name), ``weights_file`` (base name), ``weights_sha256``, ``training_data`` (dataset
         names, or None when the checkpoint does not record them), ``zoo_model`` (bool).
     """
-    from ..model_zoo import ZOO_MODELS
+    from ..model_zoo import ZOO_MODELS, file_sha256
 
-    digest = _sha256(weights)
+    digest = file_sha256(weights)
     zoo = [name for name, entry in ZOO_MODELS.items() if entry["sha256"] == digest]
     return {
         "name": zoo[0] if zoo else os.path.splitext(os.path.basename(config_file))[0],

@@ -9,7 +9,3 @@ class DatasetFormatError(ValueError):
         self.path = str(path)
         self.problem = problem
 
-
-# The atomic writers moved to ct_lesion_d2.utils.files; this name stays importable from here
-# for engine/checkpoint.py (being rewritten under issue 13), to be dropped once it imports them.
-from ..utils.files import atomic_write  # noqa: E402,F401

@@ -20,6 +20,8 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils import comm
 
+from ..utils.files import fsync_folder
+
 logger = logging.getLogger(__name__)
 
 LAST_CHECKPOINT = "last_checkpoint"
@@ -29,20 +31,6 @@ _TMP_PREFIX = ".tmp-"
 
 class IncompleteCheckpointError(RuntimeError):
     """A checkpoint file is missing, truncated or not a checkpoint."""
-
-
-def _fsync_folder(folder):
-    # A rename is durable once the folder entry is on disk; not every OS lets a folder be synced.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class _AtomicFile:
@@ -70,7 +58,7 @@ class _AtomicFile:
             self.file.close()
         if exc_type is None:
             os.replace(self.tmp, self.path)
-            _fsync_folder(os.path.dirname(os.path.abspath(self.path)))
+            fsync_folder(os.path.dirname(os.path.abspath(self.path)))
         elif os.path.exists(self.tmp):
             os.remove(self.tmp)
         return False

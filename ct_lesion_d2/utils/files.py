@@ -21,7 +21,8 @@ __all__ = [
 ]
 
 
-def _fsync_folder(folder):
+def fsync_folder(folder):
+    """Flush a folder entry (a rename) to disk where the OS allows it."""
     # A rename is durable once the folder entry is on disk; not every OS lets a folder be synced.
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -68,7 +69,7 @@ class StagedWrites:
             os.replace(tmp, path)
             folders.add(os.path.dirname(os.path.abspath(path)))
         for folder in folders:
-            _fsync_folder(folder)
+            fsync_folder(folder)
 
     def discard(self):
         """Remove the staged files that were not committed."""
@@ -112,7 +113,7 @@ class StagedFolder:
             os.rmdir(old)
             os.rename(self.final, old)
         os.rename(self.path, self.final)
-        _fsync_folder(parent)
+        fsync_folder(parent)
         if old is not None:
             shutil.rmtree(old)
         self.path = None
