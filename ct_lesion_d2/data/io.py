@@ -8,4 +8,3 @@ class DatasetFormatError(ValueError):
         super().__init__(f"{path}: {problem}")
         self.path = str(path)
         self.problem = problem
-
