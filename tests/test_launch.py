@@ -24,12 +24,12 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import build_model
+from distributed_runs import cached_rows  # noqa: E402  (tests/, on sys.path under pytest)
 from PIL import Image
 
 from ct_lesion_d2.data.converters import convert_layout
 from ct_lesion_d2.data.datasets import register_ct_classification
 from ct_lesion_d2.data.synthetic import generate_synthetic_slices
-from ct_lesion_d2.engine import CTLesionTrainer
 from ct_lesion_d2.model_zoo import get_config
 from ct_lesion_d2.utils import compat
 
@@ -334,7 +334,7 @@ def test_cached_roi_batches_sharded_over_two_processes_equal_one(tmp_path):
     register_ct_classification(name, lambda: records, ["Control", "Common Pneumonia", "COVID-19"])
     try:
         cfg = get_config("classifier_R18_T1", opts + ["DATASETS.TRAIN", f"('{name}',)"])
-        single = CTLesionTrainer.build_cached_roi_batch_loader(cfg).dataset_dicts
+        single = cached_rows(cfg)
     finally:
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
