@@ -16,16 +16,7 @@ is written beside its place and swapped in when complete; an existing one is rep
 Options: ``--help``; the code: ct_lesion_d2/analysis/predict.py.
 """
 
-import warnings
-
-# Importing Detectron2 calls torch.jit.script, which torch 2.14 deprecates: a notice about our
-# dependencies, not the user's run, filtered before the package is imported (the others are
-# filtered by main(), ct_lesion_d2.utils.cli.quiet_third_party_warnings).
-warnings.filterwarnings(
-    "ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning
-)
-
-from ct_lesion_d2.analysis.predict import main  # noqa: E402
+from ct_lesion_d2.analysis.predict import main
 
 if __name__ == "__main__":
     main()
