@@ -2,6 +2,7 @@
 
 Importing the package registers its backbones, meta-architectures and datasets.
 """
+
 # isort: skip_file  (the order below matters: the filter, then the _C check, then Detectron2)
 import warnings
 
