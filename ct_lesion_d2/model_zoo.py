@@ -88,7 +88,7 @@ ZOO_MODELS = OrderedDict(
             {
                 "config": "mask_rcnn_R18_T1_FPN1_realct_cpu.yaml",
                 "file": "ct_lesion_R18_T1_realct.pth",
-                "sha256": "a73836f58db19f27a97d9375af217a8fb5bea5f9b62e9b7238c5873f34235786",
+                "sha256": "8d608aa21299b5bb9c89c424edffb139c97797dce18bcb8ee89e4977c351f1fc",
                 "training_data": "medseg100 (64 slices) + covid19_ct_seg (917 slices, 11 volumes)",
             },
         ),
