@@ -24,6 +24,7 @@ from detectron2.utils.logger import setup_logger
 
 import ct_lesion_d2  # noqa: F401  (registers backbones and datasets)
 from ct_lesion_d2 import add_ct_lesion_config
+from ct_lesion_d2.config import device_asked
 from ct_lesion_d2.engine import (
     AtomicDetectionCheckpointer,
     CTLesionTrainer,
@@ -38,7 +39,7 @@ def setup(args):
     add_ct_lesion_config(cfg)
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
-    resolve_device(cfg)
+    resolve_device(cfg, asked=device_asked(args.config_file, args.opts))
     match_num_classes(cfg)
     cfg.freeze()
     default_setup(cfg, args)
