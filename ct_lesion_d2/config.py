@@ -7,21 +7,55 @@ import torch
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
-__all__ = ["add_ct_lesion_config", "get_cfg_for", "resolve_device"]
+__all__ = ["add_ct_lesion_config", "device_asked", "get_cfg_for", "resolve_device"]
 
 logger = logging.getLogger(__name__)
 
 
-def resolve_device(cfg):
+def resolve_device(cfg, asked=True):
     """Fall back to the CPU when the config asks for CUDA on a machine without it.
 
     Detectron2's default ``MODEL.DEVICE`` is "cuda"; the project runs on CUDA where there is a
-    GPU and on the CPU everywhere else. Modifies ``cfg`` (unfrozen) in place.
+    GPU and on the CPU everywhere else. The fallback is a warning only when the device was
+    asked for (``asked``); configs written for the CPU leave Detectron2's default alone, and
+    then it is silent (a DEBUG line). Modifies ``cfg`` (unfrozen) in place.
+
+    Args:
+        cfg (CfgNode): the merged config.
+        asked (bool): the config file, the overrides or an option set ``MODEL.DEVICE``
+            (:func:`device_asked`).
+
+    Returns:
+        CfgNode: ``cfg``.
     """
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        logger.warning("MODEL.DEVICE=%s but CUDA is not available: using the CPU", cfg.MODEL.DEVICE)
+        level = logging.WARNING if asked else logging.DEBUG
+        logger.log(
+            level, "MODEL.DEVICE=%s but CUDA is not available: using the CPU", cfg.MODEL.DEVICE
+        )
         cfg.MODEL.DEVICE = "cpu"
     return cfg
+
+
+def device_asked(config_file, opts=(), device=None):
+    """Whether ``MODEL.DEVICE`` was set by the user rather than left at Detectron2's default:
+    by ``device``, by the ``KEY VALUE`` overrides, or by the config file (its ``_BASE_`` files
+    included).
+
+    Args:
+        config_file (str): a YAML path (or a name :func:`get_cfg_for` resolves).
+        opts (Sequence[str]): ``KEY VALUE`` overrides.
+        device (str or None): a device option (predict.py's ``--device``).
+
+    Returns:
+        bool
+    """
+    from .model_zoo import config_path
+
+    if device or "MODEL.DEVICE" in list(opts)[::2]:
+        return True
+    merged = CN.load_yaml_with_base(config_path(config_file), allow_unsafe=True)
+    return "DEVICE" in (merged.get("MODEL") or {})
 
 
 def get_cfg_for(config_file, opts=(), device=None):
@@ -35,7 +69,8 @@ def get_cfg_for(config_file, opts=(), device=None):
             ``ct_lesion_d2.model_zoo`` (``mask_rcnn_R18_T1``, ``classifier_R18_T1``).
         opts (Sequence[str]): ``KEY VALUE`` overrides.
         device (str or None): ``MODEL.DEVICE`` to set ("cpu", "cuda", "cuda:1"); None keeps
-            the config's. Either way CUDA falls back to the CPU where it is absent.
+            the config's. Either way CUDA falls back to the CPU where it is absent, with a
+            warning only when ``device``, ``opts`` or the file asked for it.
 
     Returns:
         CfgNode: unfrozen.
@@ -48,7 +83,7 @@ def get_cfg_for(config_file, opts=(), device=None):
     cfg.merge_from_list(list(opts))
     if device:
         cfg.MODEL.DEVICE = device
-    return resolve_device(cfg)
+    return resolve_device(cfg, asked=device_asked(config_file, opts, device))
 
 
 def add_ct_lesion_config(cfg):

@@ -226,6 +226,13 @@ def test_segmentation_checkpoint_fills_shared_weights(tmp_path, caplog):
     assert mask_keys and sorted(report.unused) == sorted(mask_keys)
     assert report.missing and all(k.startswith("classifier.") for k in report.missing)
     assert "checkpoint keys unused" in caplog.text
+    # one summary line at INFO; the hundreds of key names only at DEBUG (--verbose)
+    assert "Loaded keys" not in caplog.text and "roi_heads.box_head.fc1" not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="ct_lesion_d2"):
+        initialize_from_segmenter(model, cfg)
+    (listing,) = [r for r in caplog.records if r.getMessage().startswith("Loaded keys: ")]
+    assert listing.levelno == logging.DEBUG and "roi_heads.box_head.fc1.weight" in listing.msg
     assert all(not p.requires_grad for p in model.roi_heads.parameters())
     # the same report from the function, and a warning for an empty path
     assert load_segmentation_weights(model, path).unused == report.unused

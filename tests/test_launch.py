@@ -112,6 +112,7 @@ def train_net(datasets_root, output_dir, *args, opts=(), wait=True):
         TRAIN_NET,
         "--config-file",
         CONFIG,
+        "--verbose",  # the checks read Detectron2's lines (resuming, evaluation) on the terminal
         *args,
         *TRAIN_OPTS,
         *opts,

@@ -91,7 +91,9 @@ def train(
     env.pop("CT_LESION_FAULT", None)
     if fault:
         env["CT_LESION_FAULT"] = fault
-    cmd = [sys.executable, DRIVER, "--config-file", CONFIG] + (["--resume"] if resume else [])
+    # --verbose: the checks read Detectron2's lines (resuming, iterations) on the terminal
+    cmd = [sys.executable, DRIVER, "--config-file", CONFIG, "--verbose"]
+    cmd += ["--resume"] if resume else []
     cmd += list(args)
     cmd += OPTS + ([] if evaluate else NO_EVAL) + ["OUTPUT_DIR", str(output_dir)]
     if not wait:

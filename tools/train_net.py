@@ -10,27 +10,42 @@ go through Detectron2's ``launch`` (``--num-gpus``, ``--num-machines``, ``--mach
 ``--dist-url``); on a machine without CUDA, ``--num-gpus N`` starts N CPU processes (GLOO), which
 needs the official Detectron2. An ``OUTPUT_DIR`` that holds checkpoints is continued with
 ``--resume`` or replaced with ``--overwrite``, never silently.
+
+The terminal shows what is trained, a progress bar (where stderr is a terminal, or with
+``--progress``), warnings, errors and the results; the environment, the config, the model and
+the periodic metrics go to ``OUTPUT_DIR/log.txt`` (and to the terminal with ``--verbose``).
 """
 
+import argparse
 import glob
+import logging
 import os
 
+# isort: off
+# The package first: it spares every entry point Detectron2's import notices, and registers
+# the backbones and datasets.
+import ct_lesion_d2  # noqa: F401
+
+# isort: on
 import torch
 from detectron2.config import get_cfg
-from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.engine import default_argument_parser, launch
 from detectron2.evaluation import verify_results
-from detectron2.utils import comm
-from detectron2.utils.logger import setup_logger
 
-import ct_lesion_d2  # noqa: F401  (registers backbones and datasets)
 from ct_lesion_d2 import add_ct_lesion_config
+from ct_lesion_d2.config import device_asked
 from ct_lesion_d2.engine import (
     AtomicDetectionCheckpointer,
     CTLesionTrainer,
     match_num_classes,
     resolve_device,
 )
+from ct_lesion_d2.engine.console import TRAIN_LOGGER, log_results, quiet_default_setup
+from ct_lesion_d2.engine.hooks import TrainingProgress
 from ct_lesion_d2.utils import compat
+from ct_lesion_d2.utils.cli import quiet_third_party_warnings
+
+logger = logging.getLogger(TRAIN_LOGGER)
 
 
 def setup(args):
@@ -38,28 +53,41 @@ def setup(args):
     add_ct_lesion_config(cfg)
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
-    resolve_device(cfg)
+    resolve_device(cfg, asked=device_asked(args.config_file, args.opts))
     match_num_classes(cfg)
     cfg.freeze()
-    default_setup(cfg, args)
-    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="ct_lesion_d2")
+    # default_setup's preamble (environment, config, ...) in OUTPUT_DIR/log.txt only
+    quiet_default_setup(cfg, args, verbose=args.verbose)
     return cfg
 
 
 def main(args):
+    quiet_third_party_warnings()
     cfg = setup(args)
+    log = os.path.join(cfg.OUTPUT_DIR, "log.txt")
+    name = os.path.basename(args.config_file)
     if args.eval_only:
+        logger.info(f"Evaluating {cfg.MODEL.WEIGHTS} ({name}) on {cfg.MODEL.DEVICE}; log: {log}")
         model = CTLesionTrainer.build_model(cfg)
         AtomicDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         res = CTLesionTrainer.test(cfg, model)
         verify_results(cfg, res)
+        log_results(res)
         return res
+    logger.info(
+        f"Training {name} for {cfg.SOLVER.MAX_ITER} iterations on {cfg.MODEL.DEVICE}; config, "
+        f"model and metrics in {log}" + ("" if args.verbose else " (--verbose: here too)")
+    )
     # DefaultTrainer's EvalHook evaluates every TEST.EVAL_PERIOD iterations and after training.
     trainer = CTLesionTrainer(cfg)
+    trainer.register_hooks([TrainingProgress(args.progress)])
     trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
+    res = trainer.train()
+    log_results(trainer.eval_results())
+    logger.info(f"Done: {cfg.OUTPUT_DIR}")
+    return res
 
 
 def check_launch(args):
@@ -112,6 +140,17 @@ def parse_args(argv=None):
         action="store_true",
         help="train from scratch into an OUTPUT_DIR holding checkpoints (deleted first)",
     )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show the whole log on the terminal (environment, config, model, metrics)",
+    )
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a progress bar over the iterations (default: where stderr is a terminal)",
+    )
     return parser.parse_args(argv)
 
 
@@ -119,7 +158,6 @@ if __name__ == "__main__":
     args = parse_args()
     check_launch(args)
     check_output_dir(args)
-    print("Command Line Args:", args)
     launch(
         main,
         args.num_gpus,

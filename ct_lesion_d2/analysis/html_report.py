@@ -12,7 +12,7 @@ import json
 import numpy as np
 from PIL import Image
 
-from .report_sections import header_html, lesion_table_html
+from .report_sections import header_html, lesion_table_html, orientation_html
 
 __all__ = ["png_bytes", "render_scan_html"]
 
@@ -24,6 +24,7 @@ th { background: #f0f0f0; }
 table.overview td { text-align: left; }
 td.name, th.name { text-align: left; }
 tr.lesion td { background: #fff4e5; }
+.orientation { color: #a40; }
 .note { color: #555; font-size: 0.9em; max-width: 60em; }
 figure { margin: 1em 0 2em; }
 figure img { max-width: 100%; border: 1px solid #ddd; }
@@ -133,6 +134,7 @@ def render_scan_html(report, figures):
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>{_STYLE}</style></head><body>
 <h1>{html.escape(title)}</h1>
+{orientation_html(report)}
 <p class="note">Research software output (ct-lesion-d2); not a medical device and not a
 diagnosis.</p>
 {header_html(report)}

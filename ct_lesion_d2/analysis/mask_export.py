@@ -2,12 +2,15 @@
 and, for DICOM input, a DICOM Segmentation (SEG) object referencing the source series.
 
 - NIfTI: for NIfTI input, the voxel order and affine of the input file itself (so the mask
-  overlays the volume in 3D Slicer or ITK-SNAP); for DICOM, the affine of the series geometry
+  overlays the volume in 3D Slicer or ITK-SNAP; a coronal or sagittal volume resampled to
+  axial slices gets its mask back on its own grid); for DICOM, the affine of the series geometry
   (:mod:`ct_lesion_d2.data.readers.geometry`); for image files, a spacing-only affine, stated
   as such. Voxel values are the lesion ids of the report (0 = background).
 - DICOM SEG (``highdicom``): one binary segment "COVID-19 lesion" (SCT 49755003
   "Morphologically abnormal structure" / SCT 52988006 "Lesion"), one frame per source slice,
-  in the source's stored pixel order, referencing every source SOPInstanceUID.
+  in the source's stored pixel order, referencing every source SOPInstanceUID (of a coronal or
+  sagittal series resampled to axial slices: each source slice's frame is read back from the
+  axial grid, so the frames follow the stored coronal or sagittal slices).
 """
 
 import logging
@@ -16,7 +19,7 @@ import warnings
 
 import numpy as np
 
-from ..data.readers.geometry import scan_geometry, stored_to_scan_index
+from ..data.readers.geometry import nifti_volume_grid, scan_geometry, stored_to_scan_index
 
 __all__ = [
     "LABEL_MAP_NAME",
@@ -36,14 +39,10 @@ SEGMENT_LABEL = "COVID-19 lesion"
 def _nifti_input_grid(scan, labels):
     """``labels`` (the reader's grid) put back in the input NIfTI's own voxel order."""
     import nibabel as nib
-    from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
     image = nib.load(scan.source)
-    canonical = labels.transpose(2, 1, 0)[::-1, ::-1, :]
-    original = apply_orientation(
-        canonical, ornt_transform(axcodes2ornt("RAS"), io_orientation(image.affine))
-    )
-    return original.reshape(image.shape), image
+    grid, _ = nifti_volume_grid(image)
+    return grid.to_volume(labels).reshape(image.shape), image
 
 
 def write_label_map(scan, labels, path, geometry=None):
@@ -102,8 +101,8 @@ def write_dicom_seg(labels, path, geometry, *, software_version, model_name):
     sources = [pydicom.dcmread(f) for f in geometry.dicom_files]
     frames = np.zeros((len(sources), int(sources[0].Rows), int(sources[0].Columns)), dtype=bool)
     for k, ds in enumerate(sources):
-        rows, cols, s = stored_to_scan_index(geometry.affine, ds)
-        frames[k] = labels[s][rows, cols] > 0
+        s, rows, cols = stored_to_scan_index(geometry.affine, ds, labels.shape)
+        frames[k] = labels[s, rows, cols] > 0
     algorithm = hd.AlgorithmIdentificationSequence(
         name=model_name or "ct-lesion-d2",
         family=codes.cid7162.ArtificialIntelligence,

@@ -19,12 +19,14 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 
 from detectron2.utils.logger import setup_logger
 
 from .. import __version__
 from ..data.datasets.metadata import lesion_metadata
 from ..data.io import DatasetFormatError
+from ..data.readers.geometry import non_axial_input
 from ..data.readers.image_input import UNITS, ImageInputOptions
 from ..engine.predictor import CTLesionPredictor, build_predict_config
 from ..engine.weights_check import WeightsError, build_checked_model
@@ -172,6 +174,13 @@ def parse_args(argv=None):
         type=float,
         help="with --input-units hu: the offset the exporter added (1024 for HU + 1024)",
     )
+    parser.add_argument(
+        "--accept-non-axial",
+        action="store_true",
+        help="run on a single coronal or sagittal slice or on oblique slices as stored "
+        "(refused otherwise: the models are trained on axial slices; coronal and sagittal "
+        "volumes are resampled to axial slices without it)",
+    )
     parser.add_argument("--series-uid", help="the series to read from a folder of several")
     parser.add_argument(
         "--all-series",
@@ -284,6 +293,7 @@ def _settings(args, cfg, classifier_cfg):
         "aggregation": args.aggregation,
         "batch_size": args.batch_size,
         "image_input": {"units": args.input_units, "hu_offset": args.hu_offset},
+        "accept_non_axial": args.accept_non_axial,
     }
 
 
@@ -333,9 +343,19 @@ def _run(args, reports):
     metadata, settings = lesion_metadata(cfg), _settings(args, cfg, classifier_cfg)
     for (name, reader), folder in zip(plan, folders):
         try:
-            scan = reader()
+            with warnings.catch_warnings():  # said below, as a refusal or in the report
+                warnings.filterwarnings("ignore", message=".*; kept as stored$")
+                scan = reader()
         except DatasetFormatError as e:
             sys.exit(f"error: {e}")
+        not_axial = non_axial_input(scan)
+        if not_axial and not args.accept_non_axial:
+            sys.exit(
+                f"error: {scan.source}: {not_axial}; the model is trained on axial slices — "
+                "pass --accept-non-axial to run it anyway"
+            )
+        if not_axial:
+            logger.warning(f"{name}: {not_axial}; run as stored (--accept-non-axial)")
         # Written beside the scan's folder and swapped in when complete: an interruption
         # leaves the previous report (or none), never a mix.
         try:

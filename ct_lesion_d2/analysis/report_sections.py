@@ -3,7 +3,7 @@ version, input handling) and the per-lesion table. :func:`render_scan_html` plac
 
 import html
 
-__all__ = ["header_html", "lesion_table_html"]
+__all__ = ["header_html", "lesion_table_html", "orientation_html"]
 
 
 def _fmt(value, digits=3):
@@ -50,6 +50,32 @@ def lesion_table_html(report):
         "<th>largest slice area (mm&sup2;)</th><th>volume (mL)</th><th>mean score</th>"
         f"<th>max score</th><th>instances</th></tr>{rows}</table>"
     )
+
+
+def orientation_html(report):
+    """The line on top of the page for input that was not read as axial slices: resampled to
+    axial slices from a coronal or sagittal volume, or run as stored (``--accept-non-axial``).
+
+    Args:
+        report (dict): from :func:`ct_lesion_d2.analysis.build_scan_report`; reads ``scan``.
+
+    Returns:
+        str: an HTML paragraph, or "" for axial input.
+    """
+    scan = report["scan"]
+    if scan.get("not_axial"):
+        text = (
+            f"Not axial: the input is {scan['not_axial']}, run as stored on request "
+            "(--accept-non-axial); the model is trained on axial slices."
+        )
+    elif scan.get("resampled_from"):
+        text = (
+            f"Resampled to axial slices from a {scan['resampled_from']} input; spacing from the "
+            "volume's, masks exported on the input's grid (see input below)."
+        )
+    else:
+        return ""
+    return f'<p class="orientation"><b>{html.escape(text)}</b></p>'
 
 
 def _units(scan):

@@ -7,6 +7,7 @@ documented in docs/PREDICT.md and carried in the ``schema`` field.
 import numpy as np
 from pycocotools import mask as mask_util
 
+from ..data.readers.geometry import non_axial_input
 from .lesions import find_lesions
 
 __all__ = ["AGGREGATION_RULES", "SCHEMA", "aggregate_classes", "build_scan_report"]
@@ -202,6 +203,9 @@ def build_scan_report(
             "spacing_mm": list(scan.spacing_mm) if scan.spacing_mm else None,
             "slice_thickness_mm": scan.slice_thickness_mm,
             "orientation": scan.orientation,
+            "stored_orientation": scan.stored_orientation,
+            "resampled_from": scan.resampled_from,
+            "not_axial": non_axial_input(scan),
             "input_notes": list(scan.notes),
         },
         "settings": settings or {},

@@ -2,6 +2,7 @@
 
 import math
 import random
+import sys
 
 import numpy as np
 import torch
@@ -127,3 +128,48 @@ class UnlessFailed(HookBase):
     def after_train(self):
         if self.trainer.iter >= self.trainer.max_iter:
             self.hook.after_train()
+
+
+class TrainingProgress(HookBase):
+    """A tqdm bar over the training iterations (iteration of ``max_iter``, total loss), on the
+    main process only, and only where stderr is a terminal unless asked.
+
+    Detectron2's periodic metric lines stay in the log (``PeriodicWriter``); this is the
+    terminal's view of the same run.
+
+    Args:
+        enabled (bool or None): show the bar (True), never (False), or where stderr is a
+            terminal (None).
+    """
+
+    def __init__(self, enabled=None):
+        self._enabled = enabled
+        self._bar = None
+
+    def before_train(self):
+        shown = sys.stderr.isatty() if self._enabled is None else self._enabled
+        if not shown or not comm.is_main_process():
+            return
+        from tqdm import tqdm
+
+        self._bar = tqdm(
+            total=self.trainer.max_iter,
+            initial=self.trainer.start_iter,
+            desc="training",
+            unit="iter",
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+
+    def after_step(self):
+        if self._bar is None:
+            return
+        loss = self.trainer.storage.latest().get("total_loss")
+        if loss is not None:
+            self._bar.set_postfix(total_loss=f"{loss[0]:.4g}", refresh=False)
+        self._bar.update(1)
+
+    def after_train(self):
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

@@ -11,8 +11,9 @@ one line naming the weights, the config and the first keys.
 import logging
 import os
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
+
+from ..modeling.meta_arch.segmentation_weights import ReportingCheckpointer
 
 __all__ = [
     "EXPECTED_DIFFERENCES",
@@ -41,23 +42,6 @@ _SHOWN = 3
 
 class WeightsError(ValueError):
     """Weights that cannot be read or do not fit the model; the message is one line."""
-
-
-class ReportingCheckpointer(DetectionCheckpointer):
-    """A ``DetectionCheckpointer`` that keeps the incompatible keys of its last load in
-    ``incompatible`` (fvcore's ``_IncompatibleKeys``) and logs their names at DEBUG only."""
-
-    incompatible = None
-
-    def _load_model(self, checkpoint):
-        self.incompatible = super()._load_model(checkpoint)
-        return self.incompatible
-
-    def _log_incompatible_keys(self, incompatible):
-        logger.debug(
-            f"missing {incompatible.missing_keys}; unexpected {incompatible.unexpected_keys}; "
-            f"other shapes {incompatible.incorrect_shapes}"
-        )
 
 
 def _unexpected(keys, prefixes):

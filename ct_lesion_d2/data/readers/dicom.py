@@ -6,6 +6,15 @@ import warnings
 import numpy as np
 
 from ..io import DatasetFormatError
+from .geometry import (
+    VolumeGrid,
+    axial_slice_transform,
+    resampled_note,
+    series_affine,
+    slice_normal,
+    slice_plane,
+    volume_plane,
+)
 from .scan import PADDING_BELOW_HU, PADDING_HU, Scan, _folder_files
 
 __all__ = ["list_dicom_series", "read_dicom_file", "read_dicom_series"]
@@ -123,45 +132,25 @@ def _padding_mask(ds, stored, hu):
     return (stored >= lo) & (stored <= hi)
 
 
-def _axial_transform(orientation):
-    """How to bring an axis-aligned axial slice to the radiological view.
-
-    Args:
-        orientation (Sequence[float] or None): ImageOrientationPatient (row, column cosines).
-
-    Returns:
-        tuple or None: (transpose, flip_rows, flip_columns), or None if not axis-aligned axial.
-    """
-    if orientation is None:
-        return (False, False, False)
-    cosines = np.asarray([float(v) for v in orientation]).reshape(2, 3)
-    axes = np.abs(cosines).argmax(axis=1)
-    if (np.abs(cosines).max(axis=1) < 0.99).any() or sorted(axes.tolist()) != [0, 1]:
-        return None
-    transpose = bool(axes[0] == 1)
-    row_cos, col_cos = (cosines[1], cosines[0]) if transpose else (cosines[0], cosines[1])
-    # after the transpose, columns must run along +x (patient left), rows along +y (posterior)
-    return transpose, bool(col_cos[1] < 0), bool(row_cos[0] < 0)
-
-
-def _slice_normal(orientation):
-    if orientation is None:
-        return np.array([0.0, 0.0, 1.0])
-    cosines = np.asarray([float(v) for v in orientation]).reshape(2, 3)
-    return np.cross(cosines[0], cosines[1])
-
-
-def _read_slices_unchecked(ds, path):
-    """HU pixels (F, H, W), padding mask and pixel spacing of one DICOM file, radiological view."""
+def _stored_slices_unchecked(ds, path):
+    """HU pixels (F, H, W), padding mask and pixel spacing of one DICOM file, as stored."""
     stored = _decode_pixels(ds, path)
     hu = _hounsfield(ds, stored, path)
     padding = _padding_mask(ds, stored, hu)
     hu[padding] = PADDING_HU
     spacing = ds.get("PixelSpacing")
     spacing = (float(spacing[0]), float(spacing[1])) if spacing is not None else None
-    transform = _axial_transform(ds.get("ImageOrientationPatient"))
+    return hu, padding, spacing
+
+
+def _read_slices_unchecked(ds, path, warn=True):
+    """HU pixels (F, H, W), padding mask, pixel spacing and orientation ("axial" or "as
+    stored") of one DICOM file, axial slices in the radiological view."""
+    hu, padding, spacing = _stored_slices_unchecked(ds, path)
+    transform = axial_slice_transform(ds.get("ImageOrientationPatient"))
     if transform is None:
-        warnings.warn(f"{path}: slice is not axis-aligned axial; kept as stored")
+        if warn:
+            warnings.warn(f"{path}: slice is not axis-aligned axial; kept as stored")
         return hu, padding, spacing, "as stored"
     transpose, flip_rows, flip_columns = transform
     if transpose:
@@ -178,7 +167,7 @@ def _position_unchecked(ds):
     """Position along the slice normal (mm), or None when the header has no geometry."""
     position = ds.get("ImagePositionPatient")
     if position is not None:
-        normal = _slice_normal(ds.get("ImageOrientationPatient"))
+        normal = slice_normal(ds.get("ImageOrientationPatient"))
         return float(np.dot(normal, [float(v) for v in position]))
     location = ds.get("SliceLocation")
     return float(location) if location is not None else None
@@ -195,8 +184,8 @@ def _checked(function, ds, path, *args):
         raise DatasetFormatError(path, f"malformed DICOM header value ({type(e).__name__}: {e})")
 
 
-def _read_slices(ds, path):
-    return _checked(_read_slices_unchecked, ds, path, path)
+def _read_slices(ds, path, warn=True):
+    return _checked(_read_slices_unchecked, ds, path, path, warn)
 
 
 def _position(ds, path):
@@ -245,7 +234,12 @@ def read_dicom_file(path):
         padding_mask=padding,
         orientation=orientation,
         modality=ds.get("Modality"),
+        stored_orientation=_checked(_plane, ds, path),
     )
+
+
+def _plane(ds):
+    return slice_plane(ds.get("ImageOrientationPatient"))
 
 
 def list_dicom_series(folder):
@@ -360,10 +354,19 @@ def read_dicom_series(folder, series_uid=None):
                 f"ImageOrientationPatient {orientation} differs from {reference} of "
                 f"{os.path.basename(paths[0])} in the same series",
             )
+    plane = _checked(_plane, first, paths[0])
+    affine = None
+    if plane in ("coronal", "sagittal") and positions is not None:
+        affine = _checked(lambda _: series_affine(headers), first, paths[0])
+        affine = affine if affine is not None and volume_plane(affine) == plane else None
+    if affine is not None:
+        return _resampled_series(folder, paths, first, affine, plane)
+    if plane not in (None, "axial"):
+        warnings.warn(f"{folder}: slices are not axis-aligned axial ({plane}); kept as stored")
     slices, masks, spacing, orientation = [], [], None, "axial"
     for path in paths:
         ds = _dcmread(path)
-        hu, padding, spacing_i, orientation = _read_slices(ds, path)
+        hu, padding, spacing_i, orientation = _read_slices(ds, path, warn=False)
         if len(hu) != 1:
             raise DatasetFormatError(path, f"multi-frame file ({len(hu)} frames) inside a series")
         slices.append(hu[0])
@@ -381,4 +384,38 @@ def read_dicom_series(folder, series_uid=None):
         padding_mask=np.stack(masks),
         orientation=orientation,
         modality=first.get("Modality"),
+        stored_orientation=plane,
     )
+
+
+def _resampled_series(folder, paths, first, affine, plane):
+    """A coronal or sagittal series of evenly spaced slices as axial slices (:class:`VolumeGrid`
+    of the series' volume, voxels reordered, spacing kept)."""
+    slices, masks = [], []
+    for path in paths:
+        hu, padding, _ = _checked(_stored_slices_unchecked, _dcmread(path), path, path)
+        if len(hu) != 1:
+            raise DatasetFormatError(path, f"multi-frame file ({len(hu)} frames) inside a series")
+        slices.append(hu[0])
+        masks.append(padding[0])
+    # volume[j, i, k]: column j, row i of stored slice k, as series_affine indexes it
+    volume, padding = np.stack(slices).transpose(2, 1, 0), np.stack(masks).transpose(2, 1, 0)
+    grid = VolumeGrid(affine, volume.shape)
+    pixels = grid.to_scan(volume)
+    scan = Scan(
+        pixels=pixels,
+        is_hu=True,
+        spacing_mm=grid.spacing_mm,
+        slice_thickness_mm=grid.slice_spacing_mm,
+        slice_names=[f"axial[{k}]" for k in range(len(pixels))],
+        source=str(folder),
+        series_uid=first.get("SeriesInstanceUID"),
+        positions_mm=grid.positions_mm,
+        padding_mask=grid.to_scan(padding),
+        modality=first.get("Modality"),
+        stored_orientation=plane,
+        resampled_from=plane,
+        source_slices=[os.path.basename(p) for p in paths],
+    )
+    scan.notes.append(resampled_note(scan, len(paths)))
+    return scan

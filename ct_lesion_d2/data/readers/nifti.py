@@ -6,21 +6,24 @@ import warnings
 import numpy as np
 
 from ..io import DatasetFormatError
-from .scan import PADDING_BELOW_HU, PADDING_HU, Scan
+from .geometry import nifti_volume_grid, non_axial_input, resampled_note
+from .scan import NIFTI_EXTENSIONS, PADDING_BELOW_HU, PADDING_HU, Scan
 
 __all__ = ["NIFTI_EXTENSIONS", "read_nifti", "write_nifti"]
-
-NIFTI_EXTENSIONS = (".nii", ".nii.gz")
 
 
 def read_nifti(path):
     """Read a NIfTI volume (HU) as axial slices in the radiological view.
 
-    The volume is reoriented to the closest RAS+ axes (``nibabel.as_closest_canonical``);
-    each slice along the third axis becomes ``data[::-1, ::-1, k].T`` (rows anterior to
-    posterior, columns right to left), slices ordered inferior to superior. NaN and infinite
-    voxels (with a warning) and values below ``PADDING_BELOW_HU`` are padding: set to
-    ``PADDING_HU`` and flagged in ``padding_mask``.
+    The volume is reoriented to the closest RAS+ axes (as ``nibabel.as_closest_canonical``
+    does); each slice along the third axis becomes ``data[::-1, ::-1, k].T`` (rows anterior to
+    posterior, columns right to left), slices ordered inferior to superior. A volume stored in
+    coronal or sagittal slices is so resampled to axial slices, its spacing kept
+    (``resampled_from`` and a note say so). An oblique volume (an axis of the affine not along
+    a patient axis) and a single non-axial slice are kept as stored (``pixels[k] =
+    data[:, :, k].T``, ``orientation`` "as stored"), with a warning. NaN and infinite voxels
+    (with a warning) and values below ``PADDING_BELOW_HU`` are padding: set to ``PADDING_HU``
+    and flagged in ``padding_mask``.
 
     Args:
         path (str): ``.nii`` or ``.nii.gz`` file, 2-D or 3-D (a 4-D one with one volume).
@@ -36,7 +39,7 @@ def read_nifti(path):
     if not os.path.isfile(path):
         raise DatasetFormatError(path, "file not found")
     try:
-        image = nib.as_closest_canonical(nib.load(path))
+        image = nib.load(path)
         data = np.asarray(image.dataobj, dtype=np.float32)
     except Exception as e:
         raise DatasetFormatError(path, f"cannot read NIfTI volume ({type(e).__name__}: {e})")
@@ -56,21 +59,27 @@ def read_nifti(path):
     data[invalid] = PADDING_HU
     if data.max() <= 255 and data.min() >= 0:
         warnings.warn(f"{path}: values lie in 0..255; is this an 8-bit image rather than HU?")
-    zooms = [float(z) for z in image.header.get_zooms()[:3]] + [1.0] * 3
-    pixels = np.ascontiguousarray(data[::-1, ::-1, :].transpose(2, 1, 0))
-    padding = np.ascontiguousarray(invalid[::-1, ::-1, :].transpose(2, 1, 0))
-    offset = float(image.affine[2, 3])
+    grid, plane = nifti_volume_grid(image)
+    pixels, padding = grid.to_scan(data), grid.to_scan(invalid)
     name = os.path.basename(path)
-    return Scan(
+    scan = Scan(
         pixels=pixels,
         is_hu=True,
-        spacing_mm=(zooms[1], zooms[0]),
-        slice_thickness_mm=zooms[2],
+        spacing_mm=grid.spacing_mm,
+        slice_thickness_mm=grid.slice_spacing_mm,
         slice_names=[f"{name}[{k}]" for k in range(pixels.shape[0])],
         source=str(path),
-        positions_mm=[offset + k * zooms[2] for k in range(pixels.shape[0])],
+        positions_mm=grid.positions_mm,
         padding_mask=padding,
+        orientation="axial" if grid.radiological else "as stored",
+        stored_orientation=plane,
     )
+    if not grid.radiological:
+        warnings.warn(f"{path}: {non_axial_input(scan)}; kept as stored")
+    elif plane != "axial":
+        scan.resampled_from = plane
+        scan.notes.append(resampled_note(scan, data.shape[2]))
+    return scan
 
 
 def write_nifti(scan, path, pixels=None):

@@ -7,8 +7,10 @@ form of the public lesion datasets).
 
 Orientation: axis-aligned axial slices are turned into the radiological view (rows from
 anterior to posterior, columns from the patient's right to left, slices from inferior to
-superior), whatever order the file stored them in. Oblique and non-axial slices are kept as
-stored, with a warning.
+superior), whatever order the file stored them in. Axis-aligned coronal and sagittal volumes
+(NIfTI, or DICOM series of evenly spaced slices) are resampled to such axial slices by
+reordering their voxels (``resampled_from``). Oblique slices and single non-axial slices are
+kept as stored, with a warning (``geometry.non_axial_input`` says why in words).
 
 Padding: voxels outside the scanner's field of view (DICOM ``PixelPaddingValue`` and
 ``PixelPaddingRangeLimit``; without those tags, and in NIfTI, any value below
@@ -27,7 +29,9 @@ import numpy as np
 
 from ..io import DatasetFormatError
 
-__all__ = ["PADDING_BELOW_HU", "PADDING_HU", "Scan"]
+__all__ = ["NIFTI_EXTENSIONS", "PADDING_BELOW_HU", "PADDING_HU", "Scan"]
+
+NIFTI_EXTENSIONS = (".nii", ".nii.gz")
 
 # Value given to voxels outside the field of view (GE's -3024, below any window).
 PADDING_HU = -3024.0
@@ -53,6 +57,13 @@ class Scan:
         positions_mm (list[float] or None): slice positions along the slice normal.
         padding_mask (np.ndarray or None): (S, H, W) bool, True outside the field of view.
         orientation (str): "axial" (radiological view) or "as stored" (not axis-aligned axial).
+        stored_orientation (str or None): the plane the input stored its slices in, "axial",
+            "coronal", "sagittal" or "oblique"; None when the input does not say (images).
+        resampled_from (str or None): "coronal" or "sagittal" when the axial slices were
+            resampled from a volume stored in that plane, else None.
+        source_slices (list[str] or None): of a resampled DICOM series, the file names of its
+            stored slices in the order of their positions (``slice_names`` name the axial
+            slices).
         modality (str or None): DICOM Modality, when given.
         notes (list[str]): what the reader did to the pixels beyond reading them (a stated
             intensity convention, a downscale ...), for the report.
@@ -69,6 +80,9 @@ class Scan:
     padding_mask: Optional[np.ndarray] = None
     orientation: str = "axial"
     modality: Optional[str] = None
+    stored_orientation: Optional[str] = None
+    resampled_from: Optional[str] = None
+    source_slices: Optional[List[str]] = None
     notes: List[str] = field(default_factory=list)
 
     def __post_init__(self):

@@ -39,12 +39,22 @@ class SegmentationWeightsReport(NamedTuple):
     incorrect_shapes: List[Tuple[str, tuple, tuple]]
 
 
-class _ReportingCheckpointer(DetectionCheckpointer):
-    """A ``DetectionCheckpointer`` that keeps the incompatible keys it finds."""
+class ReportingCheckpointer(DetectionCheckpointer):
+    """A ``DetectionCheckpointer`` that keeps the incompatible keys of its last load in
+    ``incompatible`` (fvcore's ``_IncompatibleKeys``) and logs their names at DEBUG only
+    (the callers say in one line what they mean)."""
+
+    incompatible = None
 
     def _load_model(self, checkpoint):
         self.incompatible = super()._load_model(checkpoint)
         return self.incompatible
+
+    def _log_incompatible_keys(self, incompatible):
+        logger.debug(
+            f"missing {incompatible.missing_keys}; unexpected {incompatible.unexpected_keys}; "
+            f"other shapes {incompatible.incorrect_shapes}"
+        )
 
 
 def load_segmentation_weights(model, path):
@@ -58,7 +68,7 @@ def load_segmentation_weights(model, path):
     Returns:
         SegmentationWeightsReport: keys taken, missing and unused.
     """
-    checkpointer = _ReportingCheckpointer(model)
+    checkpointer = ReportingCheckpointer(model)
     model_keys = list(checkpointer.model.state_dict())  # without a DDP wrapper's prefix
     if not path:
         logger.warning(
@@ -119,16 +129,19 @@ def load_model_weights(model, cfg):
 
 
 def _log_report(report):
-    """Log a one-line summary and the key lists of a ``SegmentationWeightsReport``."""
+    """Log a one-line summary (INFO) and the key lists (DEBUG: hundreds of names) of a
+    ``SegmentationWeightsReport``."""
     logger.info(
         f"Segmentation weights {report.path}: {len(report.loaded)} keys loaded, "
         f"{len(report.missing)} model keys missing, {len(report.unused)} checkpoint keys unused, "
         f"{len(report.incorrect_shapes)} of the wrong shape."
     )
-    logger.info("Loaded keys: " + ", ".join(report.loaded))
+    logger.debug("Loaded keys: " + ", ".join(report.loaded))
     if report.missing:
-        logger.info("Model keys not in the checkpoint: " + ", ".join(report.missing))
+        logger.debug("Model keys not in the checkpoint: " + ", ".join(report.missing))
     if report.unused:
-        logger.info("Checkpoint keys unused (a mask head is expected): " + ", ".join(report.unused))
+        logger.debug(
+            "Checkpoint keys unused (a mask head is expected): " + ", ".join(report.unused)
+        )
     for key, shape_checkpoint, shape_model in report.incorrect_shapes:
         logger.warning(f"Not loaded, {key}: checkpoint {shape_checkpoint}, model {shape_model}")
