@@ -256,3 +256,31 @@ def test_mask_probability_in_unit_range_at_the_size_of_the_prediction():
     assert "lesion score (highest instance confidence)" in labels
     # the prediction is titled by lesions (connected regions), not by stacked confidences
     assert lesions_ax.get_title() == "prediction: 2 lesions (2 detected instances)"
+
+
+def test_nifti_markers_need_an_orientation_in_the_header(tmp_path):
+    import nibabel as nib
+
+    from ct_lesion_d2.data.readers import read_scan
+    from ct_lesion_d2.data.readers.geometry import scan_geometry
+    from ct_lesion_d2.visualization import slice_view
+
+    data = np.full((24, 20, 1), -700, dtype=np.int16)
+    # stored from left to right (+x is the patient's right in RAS): the reader turns it
+    stated = nib.Nifti1Image(data, np.diag([0.7, 0.8, 2.0, 1.0]))
+    nib.save(stated, tmp_path / "stated.nii.gz")
+    scan = read_scan(str(tmp_path / "stated.nii.gz"))
+    view = slice_view(scan_geometry(scan), scan.spacing_mm)
+    assert (
+        view.sides == RADIOLOGICAL
+        and view.spacing_mm == pytest.approx((0.8, 0.7))
+        and view.note == ""
+    )
+    # no qform, no sform: nibabel's affine is a guess, so no letters (the scale stays)
+    stated.set_qform(None, code=0)
+    stated.set_sform(None, code=0)
+    nib.save(stated, tmp_path / "unstated.nii.gz")
+    scan = read_scan(str(tmp_path / "unstated.nii.gz"))
+    view = slice_view(scan_geometry(scan), scan.spacing_mm)
+    assert view.sides is None and view.spacing_mm == pytest.approx((0.8, 0.7))
+    assert view.note == "orientation unknown"

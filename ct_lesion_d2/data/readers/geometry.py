@@ -95,7 +95,9 @@ def _nifti_geometry(scan):
     n0, n1 = canonical.shape[:2]
     # read_nifti: scan.pixels[s, r, c] = canonical[n0 - 1 - c, n1 - 1 - r, s]
     flip = np.array([[-1, 0, 0, n0 - 1], [0, -1, 0, n1 - 1], [0, 0, 1, 0], [0, 0, 0, 1]], float)
-    return ScanGeometry(canonical.affine @ flip, True, "the input NIfTI's affine")
+    # with both codes 0 the header states no orientation; nibabel's affine is then a guess
+    known = int(image.header["sform_code"]) > 0 or int(image.header["qform_code"]) > 0
+    return ScanGeometry(canonical.affine @ flip, known, "the input NIfTI's affine")
 
 
 def _stored_affine(ds):
