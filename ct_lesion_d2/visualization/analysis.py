@@ -207,8 +207,8 @@ def analysis_figure(
     ratios = [
         1.2,
         1.2,
-        1 if record is not None else 0.5,
-        0.9 if prediction.class_probs is not None else 0.5,
+        1 if record is not None else 0.35,
+        0.9 if prediction.class_probs is not None else 0.35,
     ]
     fig = Figure(figsize=(4 * sum(ratios), 4.8), dpi=120)
     axes = fig.subplots(1, 4, gridspec_kw={"width_ratios": ratios})

@@ -156,9 +156,9 @@ def _overlaps(a, b):
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
-def _label_position(region, placed, font_px, size):
-    """Beside the region's box (above, below, right, left): the first place that leaves the
-    labels already placed and the image free."""
+def _label_position(region, text, placed, font_px, size):
+    """Beside the region's box (above, below, right): the first place inside the image that
+    leaves the labels already placed free; else above, moved into the image."""
     ys, xs = np.nonzero(region)
     x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
     height, width = size
@@ -169,13 +169,13 @@ def _label_position(region, placed, font_px, size):
         (x1 + gap, (y0 + y1 - text_h) / 2, "left"),
     ]
     for x, y, align in candidates:
-        box = _text_box((x, y), "00", font_px, align)
+        box = _text_box((x, y), text, font_px, align)
         inside = box[0] >= 0 and box[1] >= 0 and box[2] <= width and box[3] <= height
         if inside and not any(_overlaps(box, b) for b in placed):
             return (x, y), align, box
     x, y, align = candidates[0]
     y = max(0.0, y)
-    return (x, y), align, _text_box((x, y), "00", font_px, align)
+    return (x, y), align, _text_box((x, y), text, font_px, align)
 
 
 def _draw_scale_bar(vis, view, size, font_size):
@@ -253,10 +253,11 @@ def draw_lesion_overlay(
         score = lesion_scores.get(lesion_id)
         colour = lesion_colour(score_threshold if score is None else score, score_threshold)
         vis.draw_binary_mask(region, color=colour, edge_color=colour, alpha=alpha, area_threshold=0)
-        position, align, box = _label_position(region, placed, id_font * _POINTS_TO_PX, size)
+        text = str(lesion_id)
+        position, align, box = _label_position(region, text, placed, id_font * _POINTS_TO_PX, size)
         placed.append(box)
         vis.draw_text(
-            str(lesion_id),
+            text,
             position,
             font_size=id_font,
             color="white",
