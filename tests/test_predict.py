@@ -305,6 +305,10 @@ def test_predict_tool_report_matches_predictions(checkpoints, shared_data, tmp_p
         )
         assert os.path.isfile(out / "patient" / entry["roi_figure"])
     assert "no classifier given" in page and "Figures of 2 slices are not included" in page
+    # DICOM geometry known: the sides of the pictures are stated (radiological view)
+    assert report["scan"]["image_sides"] == {"left": "R", "right": "L", "top": "A", "bottom": "P"}
+    assert report["scan"]["image_geometry_note"] is None
+    assert "image sides left: R, right: L, top: A, bottom: P (radiological view" in page
 
     # never overwritten without --overwrite
     with pytest.raises(SystemExit, match="exist and are not empty; pass --overwrite"):
@@ -348,6 +352,11 @@ def test_predict_tool_mixed_series_and_classifier(checkpoints, shared_data, tmp_
         report["scan"]["input_units"] == "uint8_windowed" and report["scan"]["spacing_mm"] is None
     )
     assert report["summary"]["lesion_area_mm2"] is None
+    # image slices: no orientation, no scale, and the report says so
+    assert report["scan"]["image_sides"] is None
+    assert report["scan"]["image_geometry_note"] == "geometry unknown: no orientation, no scale"
+    page = open(os.path.join(os.path.dirname(paths[2]), "report.html"), encoding="utf-8").read()
+    assert "unknown (not in the input): no orientation letters in the figures; no pixel" in page
     votes = report["summary"]["scan_class"]["slice_votes"]
     assert sum(votes.values()) == 2
     uids = set()
@@ -396,6 +405,7 @@ def test_predict_tool_on_nifti(checkpoints, shared_data, tmp_path):
     assert ids == {x["id"] for x in report["lesions"]}
     assert int((np.asarray(mask.dataobj) > 0).sum()) == entry["lesion_area_px"]
     assert report["outputs"]["dicom_seg"]["file"] is None
+    assert report["scan"]["image_sides"] == {"left": "R", "right": "L", "top": "A", "bottom": "P"}
     # the report's top: pseudonymous name, model card with the weights' hash, date; files 0644
     import hashlib
     import stat
@@ -429,11 +439,9 @@ def test_analysis_panel_layout(checkpoints, shared_data):
     bare = draw_analysis_panel(grey, prediction, meta)
     # the ground-truth and classifier columns shrink to notes when there is nothing to show
     assert full.shape[0] == bare.shape[0] and full.shape[1] > bare.shape[1]
-    # the raw mask score map is drawn with a diverging red/blue colour map
+    # the mask probability is drawn in viridis (teal to yellow: green above red)
     rgb = full.astype(int)
-    assert ((rgb[..., 2] - rgb[..., 0] > 60).sum() > 100) or (
-        (rgb[..., 0] - rgb[..., 2] > 60).sum() > 100
-    )
+    assert (rgb[..., 1] - rgb[..., 0] > 60).sum() > 100
 
 
 def test_analyze_tool_on_a_dataset_split(checkpoints, shared_data, tmp_path):

@@ -3,8 +3,9 @@ dataset split.
 
 The command line of ``tools/analyze.py``.
 
-For each slice: the analysis panel (predicted lesions with the Visualizer, the combined raw mask
-score map, the ground truth, the classifier's class scores) and the RoI statistics (confidence
+For each slice: the analysis panel (the slice's lesions in one colour scale with their ids,
+orientation and scale where known, the mask probability map, the ground truth, the classifier's
+class scores) and the RoI statistics (confidence
 histogram, area against confidence, top 16 and whole batch); plus ``analysis.json``.
 
     python tools/analyze.py --config-file configs/mask_rcnn_R18_T1_FPN1_medseg100_cpu.yaml \\
@@ -23,8 +24,10 @@ from tqdm import tqdm
 from ..data.datasets.metadata import lesion_metadata
 from ..data.io import DatasetFormatError
 from ..data.readers import read_scan
+from ..data.readers.geometry import scan_geometry
 from ..utils.files import write_json_atomic
 from ..visualization.analysis import TOP_ROIS, save_slice_figures
+from ..visualization.lesion_overlay import slice_view
 from .predict import add_model_arguments, build_configs, load_predictor, setup_console
 
 logger = logging.getLogger("ct_lesion_d2.analyze")
@@ -92,6 +95,8 @@ def analyze_records(predictor, records, output, metadata, batch_size=4):
                 predictor.class_names,
                 record=record,
                 title=os.path.basename(record["file_name"]),
+                score_threshold=predictor.cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
+                view=slice_view(scan_geometry(scan), scan.spacing_mm),
             )
             probs = prediction.class_probs
             entries.append(

@@ -55,6 +55,18 @@ def _rows(pairs):
     return "".join(f'<tr><th class="name">{html.escape(k)}</th><td>{v}</td></tr>' for k, v in pairs)
 
 
+def _orientation(scan):
+    """The sides of the pictures in words, or what is unknown (``scan.image_sides``)."""
+    sides = scan.get("image_sides")
+    if not sides:
+        scale = "" if scan.get("spacing_mm") else "; no pixel spacing either: no scale bar"
+        return f"unknown (not in the input): no orientation letters in the figures{scale}"
+    words = ", ".join(f"{k}: {html.escape(sides[k])}" for k in ("left", "right", "top", "bottom"))
+    radiological = sides["left"] == "R" and sides["top"] == "A"
+    view = " (radiological view: the patient's right on the image's left)" if radiological else ""
+    return f"image sides {words}{view}"
+
+
 def render_scan_html(report, figures):
     """The HTML page of one scan report.
 
@@ -74,6 +86,7 @@ def render_scan_html(report, figures):
         ("size (height x width)", f"{scan['height']} x {scan['width']}"),
         ("input", html.escape(scan["input_units"])),
         ("pixel spacing (mm)", _fmt(" x ".join(f"{v:.3f}" for v in spacing) if spacing else None)),
+        ("image orientation", _orientation(scan)),
         ("lesions (connected regions)", _fmt(summary["lesion_count"])),
         ("lesion volume (mL)", _fmt(summary.get("lesion_volume_ml"), 3)),
         ("detected instances", _fmt(summary.get("detection_count"))),
@@ -144,10 +157,15 @@ diagnosis.</p>
 <table><tr><th>#</th><th class="name">slice</th><th>lesions</th><th>lesion ids</th>
 <th>area (px)</th><th>area (mm&sup2;)</th><th>class</th>{head}</tr>{"".join(rows)}</table>
 <h2>Slice figures</h2>
-<p class="note">Each slice: the predicted lesions (boxes, masks, class, confidence), the combined
-raw mask score map (logits of every RoI pasted into its box before the sigmoid, largest value
-kept), the ground truth when known and the classifier's class scores; then the RoI confidence
-histogram and RoI area against confidence, for the top 16 RoIs and the whole ranked batch.
+<p class="note">Each slice: the lesions of the table above (connected regions of the union of
+the predicted masks), filled semi-transparent in one colour scale, their score (the highest
+confidence of the instances in them; colour bar beside the picture, from the confidence threshold
+to 1), each labelled with its lesion id; orientation letters on the four sides and a scale bar
+where the input gives orientation and pixel spacing (else the picture says what is unknown).
+Beside it, at the same size, the mask probability (the sigmoid of the 28 x 28 mask logits of
+every instance pasted into its box, the largest kept; the white line is the mask threshold), then
+the ground truth when known and the classifier's class scores; then the RoI confidence histogram
+and RoI area against confidence, for the top 16 RoIs and the whole ranked batch.
 {f"Figures of {missing} slices are not included (see --max-panels)." if missing else ""}</p>
 {"".join(sections)}
 <h2>Settings</h2><pre>{settings}</pre>

@@ -144,7 +144,7 @@ def _segmentation(hd, sources, frames, segment, software_version, model_name):
     )
 
 
-def export_lesion_masks(scan, labels, folder, *, software_version, model_name=None):
+def export_lesion_masks(scan, labels, folder, *, software_version, model_name=None, geometry=None):
     """Write ``lesions.nii.gz`` and, for DICOM input, ``lesions_seg.dcm`` into ``folder``.
 
     A SEG that cannot be made (a multi-frame file, headers without geometry, a source
@@ -156,13 +156,14 @@ def export_lesion_masks(scan, labels, folder, *, software_version, model_name=No
         folder (str): existing output folder.
         software_version (str): the package version.
         model_name (str or None): names the algorithm in the SEG.
+        geometry (ScanGeometry or None): from :func:`scan_geometry`; computed when None.
 
     Returns:
         dict: the report's ``outputs`` entry: ``label_map`` (``file``, ``geometry``,
         ``values``) and ``dicom_seg`` (``file`` or None, with ``series_instance_uid`` and
         ``referenced_instances``, or a ``note``).
     """
-    geometry = scan_geometry(scan)
+    geometry = geometry or scan_geometry(scan)
     description = write_label_map(scan, labels, os.path.join(folder, LABEL_MAP_NAME), geometry)
     outputs = {
         "label_map": {

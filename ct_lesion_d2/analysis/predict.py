@@ -26,7 +26,7 @@ from detectron2.utils.logger import setup_logger
 from .. import __version__
 from ..data.datasets.metadata import lesion_metadata
 from ..data.io import DatasetFormatError
-from ..data.readers.geometry import non_axial_input
+from ..data.readers.geometry import non_axial_input, scan_geometry
 from ..data.readers.image_input import UNITS, ImageInputOptions
 from ..engine.predictor import CTLesionPredictor, build_predict_config
 from ..engine.weights_check import WeightsError, build_checked_model
@@ -40,6 +40,7 @@ from ..model_zoo import (
 from ..utils.cli import config_error_line, positive_int, probability, quiet_third_party_warnings
 from ..utils.files import StagedFolder, atomic_write, recover_folder, write_json_atomic
 from ..visualization.analysis import save_slice_figures
+from ..visualization.lesion_overlay import slice_view
 from .html_report import png_bytes, render_scan_html
 from .lesions import find_lesions
 from .mask_export import export_lesion_masks
@@ -234,13 +235,19 @@ def write_scan_report(predictor, scan, folder, args, metadata, settings):
         lesions=lesions,
     )
     report["scan"]["source"] = pseudonymous_source(scan.source, args.full_paths)
+    geometry = scan_geometry(scan)
+    view = slice_view(geometry, scan.spacing_mm)
+    report["scan"]["image_sides"] = view.sides
+    report["scan"]["image_geometry_note"] = view.note or None
     report["outputs"] = export_lesion_masks(
         scan,
         lesions.labels,
         folder,
         software_version=__version__,
         model_name=os.path.splitext(os.path.basename(args.config_file))[0],
+        geometry=geometry,
     )
+    scores = {x["id"]: x["max_score"] for x in lesions.lesions}
     panels = os.path.join(folder, "panels")
     os.makedirs(panels, exist_ok=True)
     figures = {}
@@ -255,6 +262,10 @@ def write_scan_report(predictor, scan, folder, args, metadata, settings):
             metadata,
             predictor.class_names,
             title=f"slice {index}: {name}",
+            score_threshold=settings["confidence_threshold"],
+            lesions=(lesions.labels[index], scores),
+            view=view,
+            mask_threshold=settings["mask_threshold"],
         )
         entry["panel"] = os.path.relpath(saved["panel"][0], folder)
         entry["roi_figure"] = os.path.relpath(saved["rois"][0], folder)

@@ -1,8 +1,10 @@
 """The paper's analysis figures (docs/PAPER.md, section 5: Figures 2 and 3), one slice at a time.
 
-- :func:`draw_analysis_panel`: the slice with the predicted lesions (Detectron2
-  ``Visualizer``: boxes, masks, class, confidence), the combined raw mask score map, the ground
-  truth when known, and the classifier's class scores.
+- :func:`draw_analysis_panel`: the slice with its lesions in one colour scale, labelled by
+  lesion id, with orientation letters and a scale bar where known
+  (:mod:`~ct_lesion_d2.visualization.lesion_overlay`, Detectron2's ``Visualizer``), the mask
+  probability map at the same size, the ground truth when known, and the classifier's class
+  scores.
 - :func:`draw_roi_statistics`: histogram of the RoI confidences and scatter of RoI box area
   against confidence, for the top 16 RoIs and for the whole ranked batch.
 
@@ -15,23 +17,30 @@ import os
 import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
 from matplotlib.figure import Figure
 from torch.nn import functional as F
 
 from ..data.datasets.metadata import lesion_metadata
-from .overlay import draw_ground_truth, draw_predictions
+from .lesion_overlay import LESION_CMAP, draw_lesion_overlay, lesion_norm
+from .overlay import draw_ground_truth
 
 __all__ = [
+    "analysis_figure",
     "combined_mask_logits",
     "draw_analysis_panel",
     "draw_roi_statistics",
     "figure_to_array",
     "lesion_metadata",
+    "mask_probability_map",
     "save_slice_figures",
+    "slice_lesions",
 ]
 
 # RoIs shown in the "top" half of the RoI statistics (the paper's 16).
 TOP_ROIS = 16
+# The mask probability's colour scale (another quantity than the lesion score: another map).
+PROBABILITY_CMAP = "viridis"
 
 
 def combined_mask_logits(mask_logits, boxes, image_size):
@@ -90,53 +99,123 @@ def _message(ax, title, text):
     ax.set_axis_off()
 
 
-def draw_analysis_panel(
-    grey, prediction, metadata, class_names=None, record=None, score_threshold=0.0, title=None
-):
-    """One slice as in the paper's Figure 2: overlay, raw mask score map, ground truth, classes.
+def mask_probability_map(mask_logits, boxes, image_size):
+    """The mask probability of :func:`combined_mask_logits`: the sigmoid of the largest logit
+    over the RoIs, in [0, 1], NaN in no box.
 
     Args:
-        grey (np.ndarray): (H, W) uint8 slice as displayed (windowed).
-        prediction (SlicePrediction): from :class:`ct_lesion_d2.engine.CTLesionPredictor`.
-        metadata (Metadata): gives ``thing_classes`` for the Visualizer.
-        class_names (list[str] or None): the classifier's classes.
-        record (dict or None): Detectron2 dataset dict of the slice; None = ground truth unknown.
-        score_threshold (float): lesions scoring below it are not drawn.
-        title (str or None): figure title.
+        mask_logits, boxes, image_size: see :func:`combined_mask_logits`.
 
     Returns:
-        np.ndarray: RGB uint8 image of the panel.
+        np.ndarray: (height, width) float32.
     """
-    rgb = np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
+    logits = combined_mask_logits(mask_logits, boxes, image_size)
+    with np.errstate(over="ignore"):
+        return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+
+
+def slice_lesions(instances, score_threshold=0.0):
+    """Lesion ids and scores of one slice on its own (no lesion table of a scan at hand).
+
+    Args:
+        instances (Instances): ``pred_masks`` and ``scores`` on the CPU.
+        score_threshold (float): instances scoring below it are ignored.
+
+    Returns:
+        tuple[np.ndarray, dict[int, float]]: (H, W) lesion ids (connected regions of the union
+        mask, :func:`ct_lesion_d2.analysis.find_lesions`) and id -> highest instance score.
+    """
+    from ..analysis.lesions import find_lesions
+
+    table = find_lesions([instances], score_threshold=score_threshold)
+    return table.labels[0], {x["id"]: x["max_score"] for x in table.lesions}
+
+
+def _image_colorbar(fig, ax, mappable, label):
+    """A colour bar beside ``ax`` that leaves the image axes their size."""
+    bar = fig.colorbar(mappable, cax=ax.inset_axes([1.03, 0.0, 0.05, 1.0]))
+    bar.set_label(label, fontsize=9)
+    bar.ax.tick_params(labelsize=8)
+    return bar
+
+
+def _draw_lesions(fig, ax, grey, instances, lesions, score_threshold, view):
+    labels, scores = lesions if lesions is not None else slice_lesions(instances, score_threshold)
+    ax.imshow(draw_lesion_overlay(grey, labels, scores, score_threshold, view))
+    count = len([v for v in np.unique(labels) if v])
+    ax.set_title(f"prediction: {count} lesions ({len(instances)} detected instances)", fontsize=10)
+    ax.set_axis_off()
+    norm = lesion_norm(score_threshold)
+    bar = _image_colorbar(
+        fig, ax, ScalarMappable(norm, LESION_CMAP), "lesion score (highest instance confidence)"
+    )
+    bar.set_ticks(np.unique(np.round([norm.vmin, (norm.vmin + 1) / 2, 1.0], 2)))
+    ax.text(
+        0.0,
+        -0.02,
+        f"lesions drawn: score \u2265 {score_threshold:.2f}; numbers: lesion ids",
+        transform=ax.transAxes,
+        ha="left",
+        va="top",
+        fontsize=8,
+    )
+
+
+def _draw_probability(fig, ax, grey, instances, mask_threshold):
+    probability = mask_probability_map(
+        instances.pred_mask_logits, instances.pred_boxes.tensor, grey.shape
+    )
+    ax.imshow(grey, cmap="gray", vmin=0, vmax=255)
+    ax.set_axis_off()
+    if not np.isfinite(probability).any():
+        ax.set_title("mask probability\nno detection above the threshold", fontsize=10)
+        return
+    im = ax.imshow(probability, cmap=PROBABILITY_CMAP, vmin=0.0, vmax=1.0, alpha=0.8)
+    if np.nanmax(probability) > mask_threshold > np.nanmin(probability):
+        ax.contour(np.nan_to_num(probability), [mask_threshold], colors="white", linewidths=0.8)
+    bar = _image_colorbar(fig, ax, im, "mask probability (sigmoid)")
+    bar.ax.axhline(mask_threshold, color="white", linewidth=1.5)
+    ax.set_title("mask probability (max over instances)", fontsize=10)
+    ax.text(
+        0.0,
+        -0.02,
+        f"white line: mask threshold {mask_threshold:.2f}; blank: outside every box",
+        transform=ax.transAxes,
+        ha="left",
+        va="top",
+        fontsize=8,
+    )
+
+
+def analysis_figure(
+    grey,
+    prediction,
+    metadata,
+    class_names=None,
+    record=None,
+    score_threshold=0.0,
+    title=None,
+    *,
+    lesions=None,
+    view=None,
+    mask_threshold=0.5,
+):
+    """The matplotlib ``Figure`` of :func:`draw_analysis_panel` (its axes: the prediction, the
+    mask probability, the ground truth, the classifier, then the two colour bars)."""
     instances = prediction.instances
     # the placeholder columns (no ground truth, no classifier) are narrower
     ratios = [
-        1,
-        1.25,
-        1 if record is not None else 0.5,
-        0.9 if prediction.class_probs is not None else 0.5,
+        1.2,
+        1.2,
+        1 if record is not None else 0.35,
+        0.9 if prediction.class_probs is not None else 0.35,
     ]
-    fig = Figure(figsize=(4 * sum(ratios), 4.6), dpi=120)
+    fig = Figure(figsize=(4 * sum(ratios), 4.8), dpi=120)
     axes = fig.subplots(1, 4, gridspec_kw={"width_ratios": ratios})
-    _show(
-        axes[0],
-        draw_predictions(rgb, instances, metadata, score_threshold),
-        f"prediction ({len(instances)} detected instances)",
-    )
-
-    logits = combined_mask_logits(
-        instances.pred_mask_logits, instances.pred_boxes.tensor, grey.shape
-    )
-    axes[1].imshow(grey, cmap="gray", vmin=0, vmax=255)
-    if np.isfinite(logits).any():
-        limit = float(np.nanmax(np.abs(logits))) or 1.0
-        im = axes[1].imshow(logits, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=0.75)
-        fig.colorbar(im, ax=axes[1], fraction=0.046, pad=0.02, label="mask logit")
-    empty = "" if np.isfinite(logits).any() else "\nno detection above the threshold"
-    axes[1].set_title(f"raw mask score map (logits, max over RoIs){empty}", fontsize=10)
-    axes[1].set_axis_off()
-
+    _draw_lesions(fig, axes[0], grey, instances, lesions, score_threshold, view)
+    _draw_probability(fig, axes[1], grey, instances, mask_threshold)
     if record is not None:
+        rgb = np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
         _show(
             axes[2],
             draw_ground_truth(rgb, record, metadata),
@@ -164,7 +243,62 @@ def draw_analysis_panel(
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    return figure_to_array(fig)
+    return fig
+
+
+def draw_analysis_panel(
+    grey,
+    prediction,
+    metadata,
+    class_names=None,
+    record=None,
+    score_threshold=0.0,
+    title=None,
+    *,
+    lesions=None,
+    view=None,
+    mask_threshold=0.5,
+):
+    """One slice as in the paper's Figure 2: the lesions, the mask probability, the ground
+    truth, the classes.
+
+    The lesions (connected regions of the union mask) are drawn semi-transparent in one colour
+    scale, their score, with a colour bar and their ids; orientation letters and a scale bar
+    where ``view`` knows them. The mask probability (the sigmoid of the mask logits of every
+    instance, pasted into its box, the largest kept) is drawn at the size of the prediction,
+    with its colour bar and the mask threshold.
+
+    Args:
+        grey (np.ndarray): (H, W) uint8 slice as displayed (windowed).
+        prediction (SlicePrediction): from :class:`ct_lesion_d2.engine.CTLesionPredictor`.
+        metadata (Metadata): gives ``thing_classes`` for the ground truth.
+        class_names (list[str] or None): the classifier's classes.
+        record (dict or None): Detectron2 dataset dict of the slice; None = ground truth unknown.
+        score_threshold (float): the lowest lesion confidence drawn (the colour scale's bottom).
+        title (str or None): figure title.
+        lesions (tuple[np.ndarray, dict[int, float]] or None): the slice's (H, W) lesion ids
+            and id -> score, from the scan's lesion table; None = the slice's own
+            (:func:`slice_lesions`).
+        view (SliceView or None): orientation and spacing (:func:`slice_view`); None = unknown.
+        mask_threshold (float): the mask probability threshold, marked on the probability map.
+
+    Returns:
+        np.ndarray: RGB uint8 image of the panel.
+    """
+    return figure_to_array(
+        analysis_figure(
+            grey,
+            prediction,
+            metadata,
+            class_names,
+            record,
+            score_threshold,
+            title,
+            lesions=lesions,
+            view=view,
+            mask_threshold=mask_threshold,
+        )
+    )
 
 
 def draw_roi_statistics(prediction, top=TOP_ROIS, title=None):
@@ -206,7 +340,15 @@ def draw_roi_statistics(prediction, top=TOP_ROIS, title=None):
 
 
 def save_slice_figures(
-    folder, stem, grey, prediction, metadata, class_names=None, record=None, title=None
+    folder,
+    stem,
+    grey,
+    prediction,
+    metadata,
+    class_names=None,
+    record=None,
+    title=None,
+    **panel_options,
 ):
     """Draw and save the analysis panel and the RoI statistics of one slice.
 
@@ -215,6 +357,8 @@ def save_slice_figures(
         stem (str): file name prefix; writes ``<stem>_panel.png`` and ``<stem>_rois.png``.
         grey, prediction, metadata, class_names, record, title: see
             :func:`draw_analysis_panel` and :func:`draw_roi_statistics`.
+        panel_options: ``score_threshold``, ``lesions``, ``view``, ``mask_threshold`` of
+            :func:`draw_analysis_panel`.
 
     Returns:
         dict[str, tuple[str, np.ndarray]]: "panel" and "rois" -> (path, RGB image).
@@ -222,7 +366,9 @@ def save_slice_figures(
     from PIL import Image
 
     images = {
-        "panel": draw_analysis_panel(grey, prediction, metadata, class_names, record, title=title),
+        "panel": draw_analysis_panel(
+            grey, prediction, metadata, class_names, record, title=title, **panel_options
+        ),
         "rois": draw_roi_statistics(prediction, title=title),
     }
     saved = {}

@@ -12,7 +12,8 @@ from PIL import Image
 _MIN_PANEL_SIDE = 512
 
 
-def _scale(image):
+def panel_scale(image):
+    """Output size over input size of a drawn slice: small slices are enlarged to 512 pixels."""
     return max(1.0, _MIN_PANEL_SIDE / max(image.shape[:2]))
 
 
@@ -24,13 +25,15 @@ def draw_predictions(image_rgb, instances, metadata, score_threshold=0.0):
     """
     instances = instances.to("cpu")
     instances = instances[instances.scores >= score_threshold]
-    vis = Visualizer(image_rgb, metadata, scale=_scale(image_rgb), instance_mode=ColorMode.IMAGE)
+    vis = Visualizer(
+        image_rgb, metadata, scale=panel_scale(image_rgb), instance_mode=ColorMode.IMAGE
+    )
     return vis.draw_instance_predictions(instances).get_image()
 
 
 def draw_ground_truth(image_rgb, record, metadata):
     """The annotated lesions of a dataset record over an RGB uint8 image."""
-    vis = Visualizer(image_rgb, metadata, scale=_scale(image_rgb))
+    vis = Visualizer(image_rgb, metadata, scale=panel_scale(image_rgb))
     return vis.draw_dataset_dict(record).get_image()
 
 

@@ -331,8 +331,11 @@ def scan_geometry(scan):
     if scan.source.lower().endswith(NIFTI_EXTENSIONS) and os.path.isfile(scan.source):
         import nibabel as nib
 
-        grid, _ = nifti_volume_grid(nib.load(scan.source))
-        return ScanGeometry(grid.affine, True, "the input NIfTI's affine")
+        image = nib.load(scan.source)
+        grid, _ = nifti_volume_grid(image)
+        # with both codes 0 the header states no orientation; nibabel's affine is then a guess
+        known = int(image.header["sform_code"]) > 0 or int(image.header["qform_code"]) > 0
+        return ScanGeometry(grid.affine, known, "the input NIfTI's affine")
     files = dicom_source_files(scan)
     if files is not None:
         return _dicom_geometry(scan, files)
