@@ -25,9 +25,6 @@ __all__ = ["TRAIN_LOGGER", "PlainFormatter", "log_results", "quiet_default_setup
 # The logger of the tool's own terminal lines.
 TRAIN_LOGGER = "ct_lesion_d2.train"
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-# torch's notices about its own set-up (no CUDA runtime at collect_env_info; is_fx_tracing
-# deprecation in the first forward pass): shown with --verbose only.
-_TORCH_NOTICES = ("torch.utils.cpp_extension", "torch.fx._symbolic_trace")
 # The format of Detectron2's log file (its setup_logger's plain formatter).
 _FILE_FORMAT = "[%(asctime)s] %(name)s %(levelname)s: %(message)s"
 
@@ -92,9 +89,6 @@ def quiet_default_setup(cfg, args, verbose=False):
     """
     rank = comm.get_rank()
     output = cfg.OUTPUT_DIR
-    if not verbose:
-        for name in _TORCH_NOTICES:
-            logging.getLogger(name).setLevel(logging.ERROR)
     # the calls of default_setup, argument for argument (setup_logger's cache key)
     early = [
         setup_logger(output, distributed_rank=rank, name="fvcore"),

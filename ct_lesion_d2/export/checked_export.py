@@ -40,6 +40,7 @@ from ..engine.trainer import CTLesionTrainer
 from ..engine.weights_check import WeightsError, load_checked_weights
 from ..modeling.meta_arch import is_classifier_config as is_classifier
 from ..modeling.meta_arch import load_model_weights
+from ..utils.cli import quiet_third_party_warnings
 from ..utils.files import write_json_atomic
 from .classification import (
     CLASSIFIER_TOLERANCES,
@@ -238,6 +239,7 @@ def print_summary(reports, classifier):
 
 def main(argv=None):
     args = parse_args(argv)
+    quiet_third_party_warnings()
     setup_logger(name="ct_lesion_d2")
     setup_logger(name="detectron2", abbrev_name="d2")
     report_path = os.path.join(args.output, "export.json")

@@ -7,6 +7,7 @@ Detectron2 calls ``torch.jit.script`` when imported, before any function here ca
 
 import argparse
 import difflib
+import logging
 import re
 import warnings
 
@@ -24,12 +25,18 @@ _QUIET = (
     (UserWarning, r"torch\.meshgrid: in an upcoming release"),
     (UserWarning, r"The given NumPy array is not writable"),
 )
+# torch's logged notices about its own set-up (no CUDA runtime when the environment is
+# collected; the is_fx_tracing deprecation in the first forward pass): errors only.
+TORCH_NOTICE_LOGGERS = ("torch.utils.cpp_extension", "torch.fx._symbolic_trace")
 
 
 def quiet_third_party_warnings():
-    """Ignore the known third-party deprecation warnings (only those) in this process."""
+    """Ignore the known third-party deprecation warnings (only those) in this process, and
+    torch's set-up notices below ERROR (``--verbose`` tools skip this)."""
     for category, message in _QUIET:
         warnings.filterwarnings("ignore", message=message, category=category)
+    for name in TORCH_NOTICE_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def positive_int(text):
