@@ -25,7 +25,6 @@ from ..data.datasets.metadata import lesion_metadata
 from ..data.io import DatasetFormatError
 from ..data.readers import read_scan
 from ..data.readers.geometry import scan_geometry
-from ..utils.cli import quiet_third_party_warnings
 from ..utils.files import write_json_atomic
 from ..visualization.analysis import TOP_ROIS, save_slice_figures
 from ..visualization.lesion_overlay import slice_view
@@ -120,7 +119,6 @@ def analyze_records(predictor, records, output, metadata, batch_size=4):
 
 def main(argv=None):
     args = parse_args(argv)
-    quiet_third_party_warnings()
     setup_console(args.verbose)
     if os.path.isdir(args.output) and os.listdir(args.output) and not args.overwrite:
         sys.exit(

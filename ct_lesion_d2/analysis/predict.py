@@ -140,8 +140,9 @@ def load_predictor(args, cfg, classifier_cfg):
 
 
 def setup_console(verbose):
-    """Detectron2's logger for the package; the terminal shows INFO and above, unless
-    ``verbose`` (``--verbose``)."""
+    """The known third-party notices off, and Detectron2's logger for the package; the
+    terminal shows INFO and above, unless ``verbose`` (``--verbose``)."""
+    quiet_third_party_warnings()
     for handler in setup_logger(name="ct_lesion_d2").handlers:
         if isinstance(handler, logging.StreamHandler) and not isinstance(
             handler, logging.FileHandler
@@ -310,7 +311,6 @@ def _settings(args, cfg, classifier_cfg):
 
 def main(argv=None):
     """Run the tool; returns the reports written. Ctrl-C stops with the list of complete ones."""
-    quiet_third_party_warnings()
     args = parse_args(argv)
     setup_console(args.verbose)
     if args.classifier_weights and not args.classifier_config:

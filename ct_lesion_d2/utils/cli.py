@@ -2,7 +2,7 @@
 key, checked numeric options, and the third-party warnings the tools do not show.
 
 Detectron2 calls ``torch.jit.script`` when imported, before any function here can run, so
-``tools/predict.py`` installs that one filter itself above its import of the package.
+the package's ``__init__`` installs that one filter itself before it imports Detectron2.
 """
 
 import argparse
