@@ -9,6 +9,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import build_model
+from tiny_opts import TINY_CLASSIFIER  # tests/, on sys.path under pytest
 
 from ct_lesion_d2.data.datasets import register_ct_classification
 from ct_lesion_d2.data.mappers import ClassificationDatasetMapper
@@ -18,22 +19,7 @@ from ct_lesion_d2.model_zoo import get_config
 
 NAME = "ct_lesion_test_cls_synthetic"
 CLASSES = ["Control", "Common Pneumonia", "COVID-19"]
-SMALL = [
-    "INPUT.MIN_SIZE_TRAIN",
-    "(128,)",
-    "INPUT.MAX_SIZE_TRAIN",
-    "128",
-    "INPUT.MIN_SIZE_TEST",
-    "128",
-    "INPUT.MAX_SIZE_TEST",
-    "128",
-    "MODEL.RPN.POST_NMS_TOPK_TEST",
-    "300",
-    "MODEL.DEVICE",
-    "cpu",
-    "DATALOADER.NUM_WORKERS",
-    "0",
-]
+SMALL = list(TINY_CLASSIFIER)
 
 
 @pytest.fixture

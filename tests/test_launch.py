@@ -26,6 +26,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import build_model
 from distributed_runs import cached_rows  # noqa: E402  (tests/, on sys.path under pytest)
 from PIL import Image
+from tiny_opts import TINY_SEGMENTER  # tests/, on sys.path under pytest
 
 from ct_lesion_d2.data.converters import convert_layout
 from ct_lesion_d2.data.datasets import register_ct_classification
@@ -42,29 +43,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_NET = os.path.join(REPO, "tools", "train_net.py")
 RUNS = os.path.join(REPO, "tests", "distributed_runs.py")
 CONFIG = os.path.join(REPO, "configs", "mask_rcnn_R18_T1_FPN1_synthetic_cpu.yaml")
-SMALL = [
-    "MODEL.DEVICE",
-    "cpu",
-    "SEED",
-    "0",
-    "DATALOADER.NUM_WORKERS",
-    "0",
-    "INPUT.MIN_SIZE_TRAIN",
-    "(128,)",
-    "INPUT.MAX_SIZE_TRAIN",
-    "128",
-    "INPUT.MIN_SIZE_TEST",
-    "128",
-    "INPUT.MAX_SIZE_TEST",
-    "128",
-    "MODEL.RPN.PRE_NMS_TOPK_TRAIN",
-    "256",
-    "MODEL.RPN.POST_NMS_TOPK_TRAIN",
-    "64",
-    "MODEL.RPN.PRE_NMS_TOPK_TEST",
-    "256",
-    "MODEL.RPN.POST_NMS_TOPK_TEST",
-    "64",
+SMALL = TINY_SEGMENTER + [
     "SOLVER.WARMUP_ITERS",
     "1",
     "SOLVER.STEPS",

@@ -21,6 +21,7 @@ import time
 
 import pytest
 import torch
+from tiny_opts import TINY_SEGMENTER  # tests/, on sys.path under pytest
 
 from ct_lesion_d2.data.converters import convert_layout
 from ct_lesion_d2.data.synthetic import generate_synthetic_slices
@@ -29,31 +30,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DRIVER = os.path.join(REPO, "tests", "fault_injection.py")
 CONFIG = os.path.join(REPO, "configs", "mask_rcnn_R18_T1_FPN1_synthetic_cpu.yaml")
 MAX_ITER = 6
-OPTS = [
-    "MODEL.DEVICE",
-    "cpu",
-    "SEED",
-    "0",
-    "DATALOADER.NUM_WORKERS",
-    "0",
-    "INPUT.MIN_SIZE_TRAIN",
-    "(128,)",
-    "INPUT.MAX_SIZE_TRAIN",
-    "128",
-    "INPUT.MIN_SIZE_TEST",
-    "128",
-    "INPUT.MAX_SIZE_TEST",
-    "128",
+OPTS = TINY_SEGMENTER + [
     "INPUT.RANDOM_FLIP",
     "horizontal",
-    "MODEL.RPN.PRE_NMS_TOPK_TRAIN",
-    "256",
-    "MODEL.RPN.POST_NMS_TOPK_TRAIN",
-    "64",
-    "MODEL.RPN.PRE_NMS_TOPK_TEST",
-    "256",
-    "MODEL.RPN.POST_NMS_TOPK_TEST",
-    "64",
     "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
     "32",
     "SOLVER.IMS_PER_BATCH",

@@ -1,0 +1,46 @@
+"""Config overrides that make the test models tiny (128 px, few proposals, CPU), shared by the
+tests that train (tests/, on sys.path under pytest)."""
+
+# A segmenter that trains a few iterations in seconds (RPN proposals cut to 64).
+TINY_SEGMENTER = [
+    "MODEL.DEVICE",
+    "cpu",
+    "SEED",
+    "0",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+    "INPUT.MIN_SIZE_TRAIN",
+    "(128,)",
+    "INPUT.MAX_SIZE_TRAIN",
+    "128",
+    "INPUT.MIN_SIZE_TEST",
+    "128",
+    "INPUT.MAX_SIZE_TEST",
+    "128",
+    "MODEL.RPN.PRE_NMS_TOPK_TRAIN",
+    "256",
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN",
+    "64",
+    "MODEL.RPN.PRE_NMS_TOPK_TEST",
+    "256",
+    "MODEL.RPN.POST_NMS_TOPK_TEST",
+    "64",
+]
+
+# A classifier on 128 px slices (300 test proposals: the ranked RoI batch needs its rows).
+TINY_CLASSIFIER = [
+    "INPUT.MIN_SIZE_TRAIN",
+    "(128,)",
+    "INPUT.MAX_SIZE_TRAIN",
+    "128",
+    "INPUT.MIN_SIZE_TEST",
+    "128",
+    "INPUT.MAX_SIZE_TEST",
+    "128",
+    "MODEL.RPN.POST_NMS_TOPK_TEST",
+    "300",
+    "MODEL.DEVICE",
+    "cpu",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+]
