@@ -182,6 +182,9 @@ def add_ct_lesion_config(cfg):
     cfg.TEST.CT_LESION_EVAL.SCORE_THRESH = 0.5
     # Mask IoU at which a predicted instance detects a ground-truth lesion.
     cfg.TEST.CT_LESION_EVAL.LESION_IOU_THRESH = 0.1
+    # Scores at which pixel Dice, precision and recall are pooled too: a table in the log,
+    # score_curve in lesion_per_slice.json, lesion_dice_vs_score.png; () for none.
+    cfg.TEST.CT_LESION_EVAL.CURVE_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
     # RoI pooling of MODEL.ROI_HEADS.NAME "CTLesionROIHeads" (ct_lesion_d2/modeling/roi_heads/).
     cfg.MODEL.CT_ROI_POOLING = CN()

@@ -127,6 +127,32 @@ def test_two_slices_by_hand(dataset, tmp_path):
     assert written["metrics"]["dice"] == pytest.approx(res["dice"])
 
 
+def test_dice_against_score_by_hand(dataset, tmp_path):
+    name = dataset([record(1, [G1, G2]), record(2, [G3])])
+    preds = {1: prediction([P1, P2, P3], [0.9, 0.3, 0.8]), 2: prediction([P4], [0.6])}
+    res = run(name, preds, output_dir=str(tmp_path), curve_thresholds=(0.7, 0.2, 0.5, 0.95))
+    with open(os.path.join(tmp_path, "lesion_per_slice.json")) as f:
+        curve = json.load(f)["score_curve"]
+    assert [p["score_thresh"] for p in curve] == [0.2, 0.5, 0.7, 0.95]
+    # |G| = 20 + 16 = 36 in both slices together. At 0.2 p2 (g2 exactly) counts too:
+    # |P| = 24 + 16, |P & G| = 12 + 16; at 0.7 p4 (0.6) drops out: |P| = 20, |P & G| = 8;
+    # at 0.95 nothing is predicted: Dice and recall 0, precision 0 / 0.
+    expected = [
+        (100 * 56 / 76, 100 * 28 / 40, 100 * 28 / 36),
+        (100 * 48 / 72, 100 * 24 / 36, 100 * 24 / 36),
+        (100 * 16 / 56, 100 * 8 / 20, 100 * 8 / 36),
+    ]
+    for point, (dice, precision, recall) in zip(curve, expected):
+        assert (point["dice"], point["pixel_precision"], point["pixel_recall"]) == pytest.approx(
+            (dice, precision, recall)
+        )
+    assert curve[3]["dice"] == 0 and curve[3]["pixel_recall"] == 0
+    assert curve[3]["pixel_precision"] is None
+    # the point at the evaluator's own threshold is its headline Dice; the curve has a picture
+    assert curve[1]["dice"] == pytest.approx(res["dice"])
+    assert os.path.getsize(os.path.join(tmp_path, "lesion_dice_vs_score.png")) > 1000
+
+
 def test_empty_prediction_empty_gt_and_neither(dataset):
     # 3: lesion of 9 px, no prediction (Dice 0); 4: no lesion, a 5 px prediction (Dice 0);
     # 5: no lesion and only a prediction under the threshold: no Dice, left out of the mean.

@@ -501,3 +501,13 @@ def test_analyze_tool_on_a_dataset_split(checkpoints, shared_data, tmp_path):
     finally:
         DatasetCatalog.pop(name)
         MetadataCatalog.pop(name)
+
+
+def test_analyze_per_class_takes_the_first_slices_of_every_class():
+    records = [
+        {"file_name": f"{k}.png", "class_id": c} for k, c in enumerate([0, 0, 0, 2, 0, 2, 2])
+    ]
+    chosen = analyze.first_per_class(records, 2, "ucsd")
+    assert [r["file_name"] for r in chosen] == ["0.png", "1.png", "3.png", "5.png"]
+    with pytest.raises(ValueError, match="needs a classification dataset.*--max-slices"):
+        analyze.first_per_class([{"file_name": "a.png"}], 2, "ct_lesion_medseg100_val")

@@ -41,6 +41,14 @@ def parse_args(argv=None):
     )
     parser.add_argument("--output", required=True, help="a new folder for figures and JSON")
     parser.add_argument("--max-slices", type=int, default=None, help="first N slices only")
+    parser.add_argument(
+        "--per-class",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the first N slices of each image class (a classification dataset, e.g. "
+        "ct_ucsd_val), so that every class is looked at",
+    )
     parser.add_argument("--overwrite", action="store_true", help="reuse a non-empty --output")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE")
     return parser.parse_args(argv)
@@ -54,6 +62,27 @@ def _roi_summary(prediction):
         "mean_confidence_top": round(float(scores[:TOP_ROIS].mean()), 5) if len(scores) else None,
         "mean_confidence_batch": round(float(scores.mean()), 5) if len(scores) else None,
     }
+
+
+def first_per_class(records, count, dataset):
+    """The first ``count`` records of each ``class_id``, in dataset order.
+
+    Raises:
+        ValueError: the records carry no ``class_id`` (a segmentation dataset).
+    """
+    if not any("class_id" in r for r in records):
+        raise ValueError(
+            f"--per-class needs a classification dataset (records with a class_id); {dataset} "
+            "has none: use --max-slices"
+        )
+    taken = {}
+    chosen = []
+    for record in records:
+        cls = record.get("class_id")
+        if taken.get(cls, 0) < count:
+            taken[cls] = taken.get(cls, 0) + 1
+            chosen.append(record)
+    return chosen
 
 
 def analyze_records(predictor, records, output, metadata, batch_size=4):
@@ -132,6 +161,11 @@ def main(argv=None):
         records = DatasetCatalog.get(dataset)
     except DatasetFormatError as e:
         sys.exit(f"error: {e}")
+    if args.per_class:
+        try:
+            records = first_per_class(records, args.per_class, dataset)
+        except ValueError as e:
+            sys.exit(f"error: {e}")
     records = records[: args.max_slices] if args.max_slices else records
     predictor = load_predictor(args, cfg, classifier_cfg)
     try:

@@ -21,6 +21,11 @@ least ``score_thresh`` and G the union of the ground-truth instance masks, all c
   in COCO AP, not here. An IoU of 0.1 asks for real overlap (a prediction a tenth the size of
   its lesion, or ten times its size, does not count) while accepting the loose outlines of
   ground-glass opacities.
+
+Beside the metrics at ``score_thresh``, the evaluator pools the pixel Dice, precision and recall
+at each score of ``curve_thresholds`` (the same unions, other thresholds): the table in the log,
+``score_curve`` in the JSON and the picture ``lesion_dice_vs_score.png``, from which a user
+chooses the report threshold on a validation split.
 """
 
 import itertools
@@ -36,6 +41,8 @@ from detectron2.data import DatasetCatalog
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, DatasetEvaluators
 from detectron2.utils import comm
 from detectron2.utils.logger import create_small_table
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from scipy import ndimage
 
 from ..utils import compat
@@ -48,11 +55,14 @@ __all__ = [
     "connected_instances",
     "encode_masks",
     "lesion_metrics",
+    "plot_score_curve",
+    "score_curve",
     "slice_lesion_counts",
     "write_lesion_results",
 ]
 
 PER_SLICE_FILE = "lesion_per_slice.json"
+CURVE_FILE = "lesion_dice_vs_score.png"
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 _COUNTS = (
     "intersection",
@@ -201,12 +211,97 @@ def lesion_metrics(slices):
     )
 
 
+def _union_pixels(rles, gt_union, height, width):
+    union = _union(rles, height, width)
+    inter = mask_util.area(mask_util.merge([union, gt_union], intersect=True))
+    return [int(inter), int(mask_util.area(union))]
+
+
+def score_curve(slices, thresholds):
+    """Pool the pixel metrics of every score threshold of the curve.
+
+    Args:
+        slices (list[dict]): per-slice counts, each with ``gt_pixels`` and ``curve``: one
+            ``[intersection, pred_pixels]`` pair per threshold.
+        thresholds (list[float]): the scores of the curve, in the order of ``curve``.
+
+    Returns:
+        list[dict]: per threshold, ``score_thresh``, ``dice``, ``pixel_precision`` and
+        ``pixel_recall`` (percent, NaN on a zero denominator).
+    """
+    gt_pixels = sum(s["gt_pixels"] for s in slices)
+    points = []
+    for k, thresh in enumerate(thresholds):
+        inter = sum(s["curve"][k][0] for s in slices)
+        pred = sum(s["curve"][k][1] for s in slices)
+        points.append(
+            OrderedDict(
+                score_thresh=float(thresh),
+                dice=_percent(2 * inter, pred + gt_pixels),
+                pixel_precision=_percent(inter, pred),
+                pixel_recall=_percent(inter, gt_pixels),
+            )
+        )
+    return points
+
+
+def plot_score_curve(points, path, title=""):
+    """Save pixel Dice, precision and recall against the score threshold as a PNG picture.
+
+    Args:
+        points (list[dict]): the output of :func:`score_curve`.
+        path (str): where to write the PNG (replaced atomically).
+        title (str): title of the picture.
+    """
+    fig = Figure(figsize=(5.5, 4.0), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    x = [p["score_thresh"] for p in points]
+    for key, label, style in (
+        ("dice", "pixel Dice", "o-"),
+        ("pixel_precision", "pixel precision", "s--"),
+        ("pixel_recall", "pixel recall", "^--"),
+    ):
+        ax.plot(x, [p[key] for p in points], style, label=label)
+    best = max(points, key=lambda p: -1.0 if math.isnan(p["dice"]) else p["dice"])
+    if not math.isnan(best["dice"]):
+        ax.annotate(
+            f"Dice {best['dice']:.1f} at {best['score_thresh']:.2f}",
+            (best["score_thresh"], best["dice"]),
+            textcoords="offset points",
+            xytext=(0, -16),
+            ha="center",
+        )
+    ax.set(xlabel="lesion score threshold", ylabel="percent", ylim=(0, 100), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), ".tmp-" + os.path.basename(path))
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, path)
+
+
+def _nan_to_none(values):
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in values.items()}
+
+
+def _curve_table(points):
+    rows = ["score  dice   precision  recall"]
+    rows += [
+        f"{p['score_thresh']:5.2f}  {p['dice']:5.1f}  {p['pixel_precision']:9.1f}  "
+        f"{p['pixel_recall']:6.1f}"
+        for p in points
+    ]
+    return "\n".join(rows)
+
+
 def write_lesion_results(path, metrics, slices, **settings):
     """Write the metrics, the settings that produced them and the per-slice counts as JSON
     (NaN written as null), replacing an earlier file."""
-    clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    write_json_atomic({**settings, "metrics": clean, "slices": slices}, path, overwrite=True)
+    write_json_atomic(
+        {**settings, "metrics": _nan_to_none(metrics), "slices": slices}, path, overwrite=True
+    )
 
 
 class CTLesionEvaluator(DatasetEvaluator):
@@ -224,6 +319,7 @@ class CTLesionEvaluator(DatasetEvaluator):
         *,
         score_thresh=0.5,
         lesion_iou_thresh=0.1,
+        curve_thresholds=(),
         output_dir=None,
         distributed=True,
     ):
@@ -233,6 +329,8 @@ class CTLesionEvaluator(DatasetEvaluator):
                 they are loaded at the first ``process`` call.
             score_thresh (float): predicted instances with a lower score are ignored.
             lesion_iou_thresh (float): mask IoU at which a prediction detects a lesion.
+            curve_thresholds (iterable[float]): scores at which the pixel metrics are pooled
+                too (the Dice-against-score curve); empty: no curve.
             output_dir (str or None): where the main process writes the per-slice JSON.
             distributed (bool): gather the slices of every process before evaluating.
         """
@@ -240,6 +338,7 @@ class CTLesionEvaluator(DatasetEvaluator):
         self._dataset_name = dataset_name
         self._score_thresh = float(score_thresh)
         self._lesion_iou_thresh = float(lesion_iou_thresh)
+        self._curve_thresholds = sorted(float(t) for t in curve_thresholds)
         self._output_dir = output_dir
         self._distributed = distributed
         self._records = None
@@ -269,19 +368,31 @@ class CTLesionEvaluator(DatasetEvaluator):
             instances = out["instances"].to("cpu")
             if not instances.has("pred_masks"):
                 raise KeyError("CTLesionEvaluator needs pred_masks: a model with MODEL.MASK_ON")
-            masks = instances.pred_masks[instances.scores >= self._score_thresh]
-            if tuple(masks.shape[1:]) != (height, width):
+            if tuple(instances.pred_masks.shape[1:]) != (height, width):
                 raise ValueError(
-                    f"pred_masks of size {tuple(masks.shape[1:])} for {record['file_name']}, "
-                    f"whose record is {height}x{width}"
+                    f"pred_masks of size {tuple(instances.pred_masks.shape[1:])} for "
+                    f"{record['file_name']}, whose record is {height}x{width}"
                 )
+            scores = instances.scores.numpy()
+            lowest = min([self._score_thresh] + self._curve_thresholds)
+            kept = scores >= lowest
+            rles, scores = encode_masks(instances.pred_masks[torch.from_numpy(kept)]), scores[kept]
+            gt_rles = annotation_rles(record.get("annotations", []), height, width)
             counts = slice_lesion_counts(
-                encode_masks(masks),
-                annotation_rles(record.get("annotations", []), height, width),
+                [r for r, sc in zip(rles, scores) if sc >= self._score_thresh],
+                gt_rles,
                 height,
                 width,
                 self._lesion_iou_thresh,
             )
+            if self._curve_thresholds:
+                gt_union = _union(gt_rles, height, width)
+                counts["curve"] = [
+                    _union_pixels(
+                        [r for r, sc in zip(rles, scores) if sc >= t], gt_union, height, width
+                    )
+                    for t in self._curve_thresholds
+                ]
             self._slices.append(
                 {"image_id": record["image_id"], "file_name": record["file_name"], **counts}
             )
@@ -303,6 +414,7 @@ class CTLesionEvaluator(DatasetEvaluator):
             self._logger.warning("[CTLesionEvaluator] no slice was processed")
             return {}
         metrics = lesion_metrics(slices)
+        curve = score_curve(slices, self._curve_thresholds) if self._curve_thresholds else []
         if self._output_dir:
             write_lesion_results(
                 os.path.join(self._output_dir, PER_SLICE_FILE),
@@ -311,6 +423,17 @@ class CTLesionEvaluator(DatasetEvaluator):
                 dataset=self._dataset_name,
                 score_thresh=self._score_thresh,
                 lesion_iou_thresh=self._lesion_iou_thresh,
+                score_curve=[_nan_to_none(p) for p in curve],
+            )
+            if curve:
+                plot_score_curve(
+                    curve, os.path.join(self._output_dir, CURVE_FILE), title=self._dataset_name
+                )
+        if curve:
+            self._logger.info(
+                "Pixel metrics of %s against the score threshold (percent):\n%s",
+                self._dataset_name,
+                _curve_table(curve),
             )
         self._logger.info(
             "Lesion metrics of %s (percent; score >= %.2f, lesion IoU >= %.2f):\n%s",
@@ -344,6 +467,7 @@ def build_lesion_evaluators(cfg, dataset_name, output_folder=None):
                 dataset_name,
                 score_thresh=cfg.TEST.CT_LESION_EVAL.SCORE_THRESH,
                 lesion_iou_thresh=cfg.TEST.CT_LESION_EVAL.LESION_IOU_THRESH,
+                curve_thresholds=cfg.TEST.CT_LESION_EVAL.CURVE_THRESHOLDS,
                 output_dir=output_folder,
             ),
         ]
