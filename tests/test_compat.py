@@ -3,16 +3,15 @@
 
 import importlib
 import inspect
+from functools import partial
 
-import numpy as np
-import pycocotools.mask as mask_util
+import coco_cases  # tests/, on sys.path under pytest
 import pytest
 import torch
 import torch.utils.data as torchdata
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.samplers import TrainingSampler
 from detectron2.evaluation import COCOEvaluator
-from detectron2.structures import Boxes, BoxMode, Instances
 from detectron2.utils import comm
 
 from ct_lesion_d2.data.build import ResumableTrainLoader
@@ -34,44 +33,9 @@ def test_compiled_ops_flag_matches_detectron2_C():
     assert ("placeholder" in C.get_compiler_version()) != compat.HAS_COMPILED_OPS
 
 
-def _square(y0, x0, side):
-    mask = np.zeros((SIZE, SIZE), dtype=np.uint8)
-    mask[y0 : y0 + side, x0 : x0 + side] = 1
-    return mask
-
-
-def _record(image_id, masks):
-    anns = []
-    for m in masks:
-        rle = mask_util.encode(np.asfortranarray(m))
-        anns.append(
-            {
-                "bbox": mask_util.toBbox(rle).tolist(),
-                "bbox_mode": BoxMode.XYWH_ABS,
-                "segmentation": rle,
-                "category_id": 0,
-                "iscrowd": 0,
-            }
-        )
-    return {
-        "file_name": f"{image_id}.png",
-        "image_id": image_id,
-        "height": SIZE,
-        "width": SIZE,
-        "annotations": anns,
-    }
-
-
-def _prediction(masks, scores):
-    inst = Instances((SIZE, SIZE))
-    boxes = [mask_util.toBbox(mask_util.encode(np.asfortranarray(m))) for m in masks]
-    inst.pred_boxes = Boxes(
-        torch.tensor([[x, y, x + w, y + h] for x, y, w, h in boxes], dtype=torch.float32)
-    )
-    inst.scores = torch.tensor(scores, dtype=torch.float32)
-    inst.pred_classes = torch.zeros(len(masks), dtype=torch.int64)
-    inst.pred_masks = torch.as_tensor(np.stack(masks)).bool()
-    return {"instances": inst}
+_square = partial(coco_cases.square, (SIZE, SIZE))
+_record = partial(coco_cases.coco_record, size=(SIZE, SIZE))
+_prediction = partial(coco_cases.instance_prediction, size=(SIZE, SIZE))
 
 
 @pytest.fixture

@@ -1,11 +1,10 @@
 """COCOEvaluator, as the trainer builds it, on a tiny set whose AP is known by hand."""
 
-import numpy as np
-import pycocotools.mask as mask_util
+from functools import partial
+
+import coco_cases  # tests/, on sys.path under pytest
 import pytest
-import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.structures import Boxes, BoxMode, Instances
 
 from ct_lesion_d2.engine import CTLesionTrainer
 from ct_lesion_d2.model_zoo import get_config
@@ -13,46 +12,9 @@ from ct_lesion_d2.model_zoo import get_config
 SIZE = 64
 
 
-def square(y0, x0, side):
-    mask = np.zeros((SIZE, SIZE), dtype=np.uint8)
-    mask[y0 : y0 + side, x0 : x0 + side] = 1
-    return mask
-
-
-def record(image_id, masks):
-    anns = []
-    for m in masks:
-        rle = mask_util.encode(np.asfortranarray(m))
-        anns.append(
-            {
-                "bbox": mask_util.toBbox(rle).tolist(),
-                "bbox_mode": BoxMode.XYWH_ABS,
-                "segmentation": rle,
-                "category_id": 0,
-                "iscrowd": 0,
-            }
-        )
-    return {
-        "file_name": f"{image_id}.png",
-        "image_id": image_id,
-        "height": SIZE,
-        "width": SIZE,
-        "annotations": anns,
-    }
-
-
-def prediction(masks, scores):
-    inst = Instances((SIZE, SIZE))
-    stacked = (
-        torch.as_tensor(np.stack(masks)).bool() if masks else torch.zeros(0, SIZE, SIZE).bool()
-    )
-    boxes = [mask_util.toBbox(mask_util.encode(np.asfortranarray(m))) for m in masks]
-    xyxy = [[x, y, x + w, y + h] for x, y, w, h in boxes]
-    inst.pred_boxes = Boxes(torch.tensor(xyxy, dtype=torch.float32).reshape(-1, 4))
-    inst.scores = torch.tensor(scores, dtype=torch.float32)
-    inst.pred_classes = torch.zeros(len(masks), dtype=torch.int64)
-    inst.pred_masks = stacked
-    return {"instances": inst}
+square = partial(coco_cases.square, (SIZE, SIZE))
+record = partial(coco_cases.coco_record, size=(SIZE, SIZE))
+prediction = partial(coco_cases.instance_prediction, size=(SIZE, SIZE))
 
 
 @pytest.fixture

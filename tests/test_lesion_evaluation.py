@@ -3,13 +3,14 @@
 import json
 import math
 import os
+from functools import partial
 
+import coco_cases  # tests/, on sys.path under pytest
 import numpy as np
-import pycocotools.mask as mask_util
 import pytest
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.structures import Boxes, BoxMode, Instances
+from detectron2.structures import Instances
 
 from ct_lesion_d2.evaluation import (
     CTLesionEvaluator,
@@ -24,51 +25,9 @@ H, W = 10, 13
 NAME = "ct_lesion_test_lesion_eval"
 
 
-def rect(y0, y1, x0, x1):
-    """Mask of rows y0..y1-1 and columns x0..x1-1."""
-    mask = np.zeros((H, W), dtype=np.uint8)
-    mask[y0:y1, x0:x1] = 1
-    return mask
-
-
-def record(image_id, masks, polygons=False):
-    anns = []
-    for m in masks:
-        rle = mask_util.encode(np.asfortranarray(m))
-        x, y, w, h = mask_util.toBbox(rle).tolist()
-        rle["counts"] = rle["counts"].decode("ascii")  # as load_coco_json gives it
-        # a rectangle as a polygon around its pixels, to cover the polygon path
-        segm = [[x, y, x + w, y, x + w, y + h, x, y + h]] if polygons else rle
-        anns.append(
-            {
-                "bbox": [x, y, w, h],
-                "bbox_mode": BoxMode.XYWH_ABS,
-                "segmentation": segm,
-                "category_id": 0,
-                "iscrowd": 0,
-            }
-        )
-    return {
-        "file_name": f"slice_{image_id}.png",
-        "image_id": image_id,
-        "height": H,
-        "width": W,
-        "annotations": anns,
-    }
-
-
-def prediction(masks, scores):
-    inst = Instances((H, W))
-    inst.pred_masks = torch.as_tensor(np.stack(masks) if masks else np.zeros((0, H, W))).bool()
-    inst.scores = torch.tensor(scores, dtype=torch.float32)
-    inst.pred_classes = torch.zeros(len(masks), dtype=torch.int64)
-    boxes = [mask_util.toBbox(mask_util.encode(np.asfortranarray(m))) for m in masks]
-    inst.pred_boxes = Boxes(
-        torch.tensor([[x, y, x + w, y + h] for x, y, w, h in boxes], dtype=torch.float32).reshape(
-            -1, 4
-        )
-    )
-    return {"instances": inst}
+rect = partial(coco_cases.rect, (H, W))
+record = partial(coco_cases.coco_record, size=(H, W), str_counts=True)  # as load_coco_json
+prediction = partial(coco_cases.instance_prediction, size=(H, W))
 
 
 # Slice 1: lesions g1 (rows 0-3, cols 0-3, 16 px) and g2 (rows 6-7, cols 8-9, 4 px).

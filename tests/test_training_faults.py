@@ -11,6 +11,7 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import HookBase
 from detectron2.utils.env import seed_all_rng
+from tiny_opts import TINY_SEGMENTER  # tests/, on sys.path under pytest
 
 from ct_lesion_d2.data.build import SeededMapDataset, derived_seed
 from ct_lesion_d2.data.converters import convert_layout
@@ -40,48 +41,36 @@ def synthetic_sets(tmp_path_factory):
 
 def make_cfg(output_dir, max_iter=4, seed=0, test=(), extra=()):
     """The small training config of these tests."""
-    opts = [
-        "MODEL.DEVICE",
-        "cpu",
-        "SEED",
-        str(seed),
-        "OUTPUT_DIR",
-        str(output_dir),
-        "DATASETS.TRAIN",
-        f"('{TRAIN}',)",
-        "DATASETS.TEST",
-        str(tuple(test)),
-        "DATALOADER.NUM_WORKERS",
-        "0",
-        "INPUT.MIN_SIZE_TRAIN",
-        "(128,)",
-        "INPUT.MAX_SIZE_TRAIN",
-        "128",
-        "INPUT.MIN_SIZE_TEST",
-        "128",
-        "INPUT.MAX_SIZE_TEST",
-        "128",
-        "INPUT.RANDOM_FLIP",
-        "horizontal",
-        "MODEL.RPN.PRE_NMS_TOPK_TRAIN",
-        "256",
-        "MODEL.RPN.POST_NMS_TOPK_TRAIN",
-        "64",
-        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
-        "32",
-        "SOLVER.IMS_PER_BATCH",
-        "1",
-        "SOLVER.MAX_ITER",
-        str(max_iter),
-        "SOLVER.WARMUP_ITERS",
-        "2",
-        "SOLVER.STEPS",
-        "()",
-        "SOLVER.CHECKPOINT_PERIOD",
-        "2",
-        "TEST.EVAL_PERIOD",
-        "0",
-    ] + list(extra)
+    opts = (
+        TINY_SEGMENTER
+        + [
+            "SEED",
+            str(seed),
+            "OUTPUT_DIR",
+            str(output_dir),
+            "DATASETS.TRAIN",
+            f"('{TRAIN}',)",
+            "DATASETS.TEST",
+            str(tuple(test)),
+            "INPUT.RANDOM_FLIP",
+            "horizontal",
+            "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+            "32",
+            "SOLVER.IMS_PER_BATCH",
+            "1",
+            "SOLVER.MAX_ITER",
+            str(max_iter),
+            "SOLVER.WARMUP_ITERS",
+            "2",
+            "SOLVER.STEPS",
+            "()",
+            "SOLVER.CHECKPOINT_PERIOD",
+            "2",
+            "TEST.EVAL_PERIOD",
+            "0",
+        ]
+        + list(extra)
+    )
     return get_config("mask_rcnn_R18_T1_FPN1_synthetic_cpu.yaml", opts)
 
 
