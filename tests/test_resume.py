@@ -21,7 +21,7 @@ import time
 
 import pytest
 import torch
-from tiny_opts import TINY_SEGMENTER  # tests/, on sys.path under pytest
+from tiny_opts import TINY_SCHEDULE, TINY_SEGMENTER  # tests/, on sys.path under pytest
 
 from ct_lesion_d2.data.converters import convert_layout
 from ct_lesion_d2.data.synthetic import generate_synthetic_slices
@@ -30,24 +30,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DRIVER = os.path.join(REPO, "tests", "fault_injection.py")
 CONFIG = os.path.join(REPO, "configs", "mask_rcnn_R18_T1_FPN1_synthetic_cpu.yaml")
 MAX_ITER = 6
-OPTS = TINY_SEGMENTER + [
-    "INPUT.RANDOM_FLIP",
-    "horizontal",
-    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
-    "32",
-    "SOLVER.IMS_PER_BATCH",
-    "1",
-    "SOLVER.MAX_ITER",
-    str(MAX_ITER),
-    "SOLVER.WARMUP_ITERS",
-    "2",
-    "SOLVER.STEPS",
-    "()",
-    "SOLVER.CHECKPOINT_PERIOD",
-    "2",
-    "TEST.EVAL_PERIOD",
-    "4",
-]
+OPTS = TINY_SEGMENTER + TINY_SCHEDULE + ["SOLVER.MAX_ITER", str(MAX_ITER), "TEST.EVAL_PERIOD", "4"]
 # Evaluation neither reads nor moves the random streams of training, so runs that need no
 # evaluation skip it and must still end on the reference's weights.
 NO_EVAL = ["DATASETS.TEST", "()"]

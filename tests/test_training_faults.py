@@ -11,7 +11,7 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import HookBase
 from detectron2.utils.env import seed_all_rng
-from tiny_opts import TINY_SEGMENTER  # tests/, on sys.path under pytest
+from tiny_opts import TINY_SCHEDULE, TINY_SEGMENTER  # tests/, on sys.path under pytest
 
 from ct_lesion_d2.data.build import SeededMapDataset, derived_seed
 from ct_lesion_d2.data.converters import convert_layout
@@ -43,6 +43,7 @@ def make_cfg(output_dir, max_iter=4, seed=0, test=(), extra=()):
     """The small training config of these tests."""
     opts = (
         TINY_SEGMENTER
+        + TINY_SCHEDULE
         + [
             "SEED",
             str(seed),
@@ -52,20 +53,8 @@ def make_cfg(output_dir, max_iter=4, seed=0, test=(), extra=()):
             f"('{TRAIN}',)",
             "DATASETS.TEST",
             str(tuple(test)),
-            "INPUT.RANDOM_FLIP",
-            "horizontal",
-            "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
-            "32",
-            "SOLVER.IMS_PER_BATCH",
-            "1",
             "SOLVER.MAX_ITER",
             str(max_iter),
-            "SOLVER.WARMUP_ITERS",
-            "2",
-            "SOLVER.STEPS",
-            "()",
-            "SOLVER.CHECKPOINT_PERIOD",
-            "2",
             "TEST.EVAL_PERIOD",
             "0",
         ]

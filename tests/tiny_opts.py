@@ -27,6 +27,23 @@ TINY_SEGMENTER = [
     "64",
 ]
 
+# A few-iteration segmenter schedule: one slice per batch, 32 RoIs per slice, 2 warm-up
+# iterations, no steps, a checkpoint every 2 iterations (the resume and fault tests).
+TINY_SCHEDULE = [
+    "INPUT.RANDOM_FLIP",
+    "horizontal",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+    "32",
+    "SOLVER.IMS_PER_BATCH",
+    "1",
+    "SOLVER.WARMUP_ITERS",
+    "2",
+    "SOLVER.STEPS",
+    "()",
+    "SOLVER.CHECKPOINT_PERIOD",
+    "2",
+]
+
 # A classifier on 128 px slices (300 test proposals: the ranked RoI batch needs its rows).
 TINY_CLASSIFIER = [
     "INPUT.MIN_SIZE_TRAIN",
