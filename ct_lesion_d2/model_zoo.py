@@ -86,9 +86,9 @@ ZOO_MODELS = OrderedDict(
         (
             "ct_lesion_R18_T1_realct",
             {
-                "config": "mask_rcnn_R18_T1_FPN1_realct_cpu.yaml",
+                "config": "mask_rcnn_R18_T1_FPN1_realct_2h_cpu.yaml",
                 "file": "ct_lesion_R18_T1_realct.pth",
-                "sha256": "8d608aa21299b5bb9c89c424edffb139c97797dce18bcb8ee89e4977c351f1fc",
+                "sha256": "c7746fcd72b6ea31ea7eedc141ddc8a6491ba48795dc73959a4f542c4eae8540",
                 "training_data": "medseg100 (64 slices) + covid19_ct_seg (917 slices, 11 volumes)",
             },
         ),

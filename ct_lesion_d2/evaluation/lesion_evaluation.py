@@ -269,7 +269,7 @@ def plot_score_curve(points, path, title=""):
             f"Dice {best['dice']:.1f} at {best['score_thresh']:.2f}",
             (best["score_thresh"], best["dice"]),
             textcoords="offset points",
-            xytext=(0, -16),
+            xytext=(0, 10),
             ha="center",
         )
     ax.set(xlabel="lesion score threshold", ylabel="percent", ylim=(0, 100), title=title)
