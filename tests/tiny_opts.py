@@ -1,14 +1,8 @@
 """Config overrides that make the test models tiny (128 px, few proposals, CPU), shared by the
 tests that train (tests/, on sys.path under pytest)."""
 
-# A segmenter that trains a few iterations in seconds (RPN proposals cut to 64).
-TINY_SEGMENTER = [
-    "MODEL.DEVICE",
-    "cpu",
-    "SEED",
-    "0",
-    "DATALOADER.NUM_WORKERS",
-    "0",
+# Slices resized to 128 px, training and test.
+_INPUT_128 = [
     "INPUT.MIN_SIZE_TRAIN",
     "(128,)",
     "INPUT.MAX_SIZE_TRAIN",
@@ -17,6 +11,17 @@ TINY_SEGMENTER = [
     "128",
     "INPUT.MAX_SIZE_TEST",
     "128",
+]
+
+# A segmenter that trains a few iterations in seconds (RPN proposals cut to 64).
+TINY_SEGMENTER = [
+    "MODEL.DEVICE",
+    "cpu",
+    "SEED",
+    "0",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+    *_INPUT_128,
     "MODEL.RPN.PRE_NMS_TOPK_TRAIN",
     "256",
     "MODEL.RPN.POST_NMS_TOPK_TRAIN",
@@ -46,14 +51,7 @@ TINY_SCHEDULE = [
 
 # A classifier on 128 px slices (300 test proposals: the ranked RoI batch needs its rows).
 TINY_CLASSIFIER = [
-    "INPUT.MIN_SIZE_TRAIN",
-    "(128,)",
-    "INPUT.MAX_SIZE_TRAIN",
-    "128",
-    "INPUT.MIN_SIZE_TEST",
-    "128",
-    "INPUT.MAX_SIZE_TEST",
-    "128",
+    *_INPUT_128,
     "MODEL.RPN.POST_NMS_TOPK_TEST",
     "300",
     "MODEL.DEVICE",

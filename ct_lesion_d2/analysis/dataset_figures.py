@@ -16,6 +16,7 @@ import argparse
 import logging
 import os
 import sys
+from collections import Counter
 
 import numpy as np
 from detectron2.data import DatasetCatalog
@@ -75,12 +76,11 @@ def first_per_class(records, count, dataset):
             f"--per-class needs a classification dataset (records with a class_id); {dataset} "
             "has none: use --max-slices"
         )
-    taken = {}
+    taken = Counter()
     chosen = []
     for record in records:
-        cls = record.get("class_id")
-        if taken.get(cls, 0) < count:
-            taken[cls] = taken.get(cls, 0) + 1
+        if taken[record.get("class_id")] < count:
+            taken[record.get("class_id")] += 1
             chosen.append(record)
     return chosen
 

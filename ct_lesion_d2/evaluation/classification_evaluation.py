@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from tabulate import tabulate
 
-from ..utils.files import write_json_atomic
+from ..utils.files import atomic_write, write_json_atomic
 
 __all__ = [
     "CTClassificationEvaluator",
@@ -145,9 +145,7 @@ def plot_confusion_matrix(cm, class_names, path, title=""):
         color = "white" if count > threshold else "black"
         ax.text(j, i, str(count), ha="center", va="center", color=color)
     fig.tight_layout()
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), ".tmp-" + os.path.basename(path))
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: fig.savefig(f, format="png"))
 
 
 class CTClassificationEvaluator(DatasetEvaluator):

@@ -44,9 +44,10 @@ from detectron2.utils.logger import create_small_table
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy import ndimage
+from tabulate import tabulate
 
 from ..utils import compat
-from ..utils.files import write_json_atomic
+from ..utils.files import atomic_write, write_json_atomic
 
 __all__ = [
     "CTLesionEvaluator",
@@ -146,6 +147,13 @@ def _union(rles, height, width):
     return mask_util.merge(rles) if len(rles) > 1 else rles[0]
 
 
+def _union_pixels(rles, gt_union, height, width):
+    """``[|P & G|, |P|]`` of the union P of ``rles`` and the ground-truth union G."""
+    union = _union(rles, height, width)
+    inter = mask_util.area(mask_util.merge([union, gt_union], intersect=True))
+    return [int(inter), int(mask_util.area(union))]
+
+
 def slice_lesion_counts(pred_rles, gt_rles, height, width, lesion_iou_thresh=0.1):
     """The pixel and lesion counts of one slice, from which ``lesion_metrics`` pools metrics.
 
@@ -160,9 +168,9 @@ def slice_lesion_counts(pred_rles, gt_rles, height, width, lesion_iou_thresh=0.1
         slice's, percent; None with neither ground truth nor prediction), ``num_gt``,
         ``num_gt_detected``, ``num_pred``, ``num_pred_matched``.
     """
-    pred_union, gt_union = _union(pred_rles, height, width), _union(gt_rles, height, width)
-    inter = int(mask_util.area(mask_util.merge([pred_union, gt_union], intersect=True)))
-    pred_px, gt_px = int(mask_util.area(pred_union)), int(mask_util.area(gt_union))
+    gt_union = _union(gt_rles, height, width)
+    inter, pred_px = _union_pixels(pred_rles, gt_union, height, width)
+    gt_px = int(mask_util.area(gt_union))
     if pred_rles and gt_rles:
         iou = np.asarray(mask_util.iou(pred_rles, gt_rles, [0] * len(gt_rles)))
         hits = iou.reshape(len(pred_rles), len(gt_rles)) >= lesion_iou_thresh
@@ -209,12 +217,6 @@ def lesion_metrics(slices):
         num_gt_lesions=total["num_gt"],
         num_pred_lesions=total["num_pred"],
     )
-
-
-def _union_pixels(rles, gt_union, height, width):
-    union = _union(rles, height, width)
-    inter = mask_util.area(mask_util.merge([union, gt_union], intersect=True))
-    return [int(inter), int(mask_util.area(union))]
 
 
 def score_curve(slices, thresholds):
@@ -276,9 +278,7 @@ def plot_score_curve(points, path, title=""):
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left")
     fig.tight_layout()
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), ".tmp-" + os.path.basename(path))
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: fig.savefig(f, format="png"))
 
 
 def _nan_to_none(values):
@@ -286,13 +286,12 @@ def _nan_to_none(values):
 
 
 def _curve_table(points):
-    rows = ["score  dice   precision  recall"]
-    rows += [
-        f"{p['score_thresh']:5.2f}  {p['dice']:5.1f}  {p['pixel_precision']:9.1f}  "
-        f"{p['pixel_recall']:6.1f}"
-        for p in points
-    ]
-    return "\n".join(rows)
+    rows = [[p["score_thresh"], p["dice"], p["pixel_precision"], p["pixel_recall"]] for p in points]
+    return tabulate(
+        rows,
+        headers=["score", "dice", "precision", "recall"],
+        floatfmt=(".2f", ".1f", ".1f", ".1f"),
+    )
 
 
 def write_lesion_results(path, metrics, slices, **settings):
@@ -339,6 +338,8 @@ class CTLesionEvaluator(DatasetEvaluator):
         self._score_thresh = float(score_thresh)
         self._lesion_iou_thresh = float(lesion_iou_thresh)
         self._curve_thresholds = sorted(float(t) for t in curve_thresholds)
+        # instances below every threshold are never looked at
+        self._lowest_score = min([self._score_thresh] + self._curve_thresholds)
         self._output_dir = output_dir
         self._distributed = distributed
         self._records = None
@@ -373,10 +374,9 @@ class CTLesionEvaluator(DatasetEvaluator):
                     f"pred_masks of size {tuple(instances.pred_masks.shape[1:])} for "
                     f"{record['file_name']}, whose record is {height}x{width}"
                 )
-            scores = instances.scores.numpy()
-            lowest = min([self._score_thresh] + self._curve_thresholds)
-            kept = scores >= lowest
-            rles, scores = encode_masks(instances.pred_masks[torch.from_numpy(kept)]), scores[kept]
+            kept = instances[instances.scores >= self._lowest_score]
+            # float32 scores: the thresholds compare in float32, so a score equal to one counts
+            rles, scores = encode_masks(kept.pred_masks), kept.scores.numpy()
             gt_rles = annotation_rles(record.get("annotations", []), height, width)
             counts = slice_lesion_counts(
                 [r for r, sc in zip(rles, scores) if sc >= self._score_thresh],
