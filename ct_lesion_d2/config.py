@@ -137,7 +137,12 @@ def add_ct_lesion_config(cfg):
     cfg.MODEL.CT_CLASSIFIER.BURDEN_SCORE_THRESH = 0.5
     # Global average of the RoI heads' feature map (FPN.OUT_CHANNELS numbers), side branch.
     cfg.MODEL.CT_CLASSIFIER.GLOBAL_FEATURES = False
-    # Width of S's side branch for the slice features (burden, global).
+    # A trainable whole-slice CNN from scratch (image_branch.py: "" off, or "resnet18") whose
+    # pooled features join S's side branch; it trains with S, so it is never cached.
+    cfg.MODEL.CT_CLASSIFIER.IMAGE_BRANCH = ""
+    # The longer side of the slice as the image branch sees it, in pixels.
+    cfg.MODEL.CT_CLASSIFIER.IMAGE_BRANCH_SIZE = 224
+    # Width of S's side branch for the slice features (burden, global, image branch).
     cfg.MODEL.CT_CLASSIFIER.SLICE_HIDDEN_DIM = 64
     # CACHE_ROI_BATCHES: also cache this many views of each training slice through the training
     # mapper (INPUT.RANDOM_FLIP, INPUT.CT_AUGMENTATION), beside the unaugmented one.

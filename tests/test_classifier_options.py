@@ -1,5 +1,6 @@
 """The classifier options beyond the paper (MODEL.CT_CLASSIFIER): RoI head features, lesion
-burden, global features and augmented views in the RoI cache; and the paper's S left as it was."""
+burden, global features, the image branch and augmented views in the RoI cache; and the paper's
+S left as it was."""
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ from ct_lesion_d2.export import (
     export_classifier,
 )
 from ct_lesion_d2.model_zoo import S_MODULE_REFERENCE, get_config
+from ct_lesion_d2.modeling.meta_arch.image_branch import ImageBranch
 from ct_lesion_d2.modeling.meta_arch.slice_features import (
     BURDEN_FEATURE_NAMES,
     SliceFeatureS,
@@ -57,6 +59,12 @@ OPTIONS = {
     "roi_head": ["MODEL.CT_CLASSIFIER.ROI_HEAD_FEATURES", "True"],
     "burden": BURDEN,
     "global": ["MODEL.CT_CLASSIFIER.GLOBAL_FEATURES", "True"],
+    "image": [
+        "MODEL.CT_CLASSIFIER.IMAGE_BRANCH",
+        "resnet18",
+        "MODEL.CT_CLASSIFIER.IMAGE_BRANCH_SIZE",
+        "64",
+    ],
     "all_with_views": BURDEN
     + [
         "MODEL.CT_CLASSIFIER.ROI_HEAD_FEATURES",
@@ -73,8 +81,15 @@ OPTIONS = {
         "0.3",
     ],
 }
-# (rows width, slice features) per option, B = 128 and the R18_T1 box head's 128 features
-LAYOUT = {"roi_head": (133, 0), "burden": (5, 10), "global": (5, 256), "all_with_views": (133, 266)}
+# (rows width, cached slice features, image-branch features) per option, B = 128 and the
+# R18_T1 box head's 128 features
+LAYOUT = {
+    "roi_head": (133, 0, 0),
+    "burden": (5, 10, 0),
+    "global": (5, 256, 0),
+    "image": (5, 0, 512),
+    "all_with_views": (133, 266, 0),
+}
 
 
 @pytest.fixture
@@ -127,13 +142,15 @@ def test_option_gives_the_same_s_inputs_cached_and_uncached_and_trains(
 ):
     trainer = CTLesionTrainer(options_cfg(tmp_path, segmenter_path, option))
     trainer.resume_or_load(resume=False)
-    next(iter(trainer.data_loader))  # computes the cache
+    first = next(iter(trainer.data_loader))  # computes the cache
     cache = trainer.data_loader.roi_batch_cache
     model = trainer.model
-    row_width, slice_dim = LAYOUT[option]
+    row_width, slice_dim, image_dim = LAYOUT[option]
     views = 2 if option == "all_with_views" else 1
     assert len(cache._records) == views * len(synthetic_classes)
-    assert model.slice_feature_dim == slice_dim
+    assert model.slice_feature_dim == slice_dim and model.image_feature_dim == image_dim
+    # the image branch trains, so the cached records bring an image, the rest do not
+    assert ("image" in first[0]) == bool(image_dim)
     # the uncached path on the same inputs (augmented views through the cache's own mapper)
     chosen = [0, 1, len(cache._records) - 1]
     inputs = [cache.mapper(cache.dataset_dicts[i]) for i in chosen]
@@ -142,9 +159,11 @@ def test_option_gives_the_same_s_inputs_cached_and_uncached_and_trains(
     model.train()
     loss_uncached = model(inputs)["loss_cls_image"]
     cached = [cache._records[i] for i in chosen]
+    if image_dim:  # the image as the uncached path saw it (the loader's is augmented anew)
+        cached = [dict(c, image=x["image"]) for c, x in zip(cached, inputs)]
     loss_cached = model(cached)["loss_cls_image"]
     handle.remove()
-    assert seen[0].shape == (3, 128 * row_width + slice_dim)
+    assert seen[0].shape == (3, 128 * row_width + slice_dim + image_dim)
     assert torch.allclose(seen[0], seen[1], atol=1e-5)
     assert torch.allclose(loss_cached, loss_uncached, atol=1e-6)
     if slice_dim:
@@ -181,6 +200,7 @@ def test_paper_s_and_its_input_are_unchanged():
     assert isinstance(model.classifier, torch.nn.Sequential)
     assert sum(p.numel() for p in model.classifier.parameters()) == S_MODULE_REFERENCE
     assert model.slice_feature_dim == 0 and not model.roi_heads.mask_on
+    assert model.image_branch is None and model.image_feature_dim == 0
     assert not any(k.startswith("roi_heads.mask") for k in model.state_dict())
     image = torch.rand(3, 128, 160) * 255
     seen = []
@@ -201,6 +221,18 @@ def test_slice_feature_s_and_pooling():
     feature[1, :, 2:, :] = 7.0  # padding of the second image
     pooled = global_average(feature, [(64, 64), (30, 25)], 16)
     assert pooled[0, 0] == 0.0 and pooled[1, 0] == 1.0
+
+
+def test_image_branch_keeps_the_aspect_ratio_and_names_its_key():
+    torch.manual_seed(0)
+    branch = ImageBranch("resnet18", 64, [128.0] * 3, [64.0] * 3).eval()
+    assert branch.resized(torch.zeros(3, 50, 120)).shape == (3, 27, 64)
+    assert branch.resized(torch.zeros(3, 300, 100)).shape == (3, 64, 21)
+    with torch.no_grad():
+        features = branch([torch.rand(3, 50, 120) * 255, torch.rand(3, 300, 100) * 255])
+    assert features.shape == (2, 512) and torch.isfinite(features).all()
+    with pytest.raises(ValueError, match="MODEL.CT_CLASSIFIER.IMAGE_BRANCH"):
+        ImageBranch("vgg11", 64, [128.0] * 3, [64.0] * 3)
 
 
 def test_crude_lung_mask_finds_dark_lungs_inside_a_bright_body():
@@ -228,7 +260,12 @@ def test_export_carries_roi_head_features_and_refuses_slice_features(tmp_path):
         reference = model([{"image": image}])[0]
     result = compare_classification(reference, exported([{"image": image}])[0])
     assert result["ok"], result
-    for key, extra in (("LESION_BURDEN_FEATURES", BURDEN), ("GLOBAL_FEATURES", OPTIONS["global"])):
+    refused = (
+        ("LESION_BURDEN_FEATURES", BURDEN),
+        ("GLOBAL_FEATURES", OPTIONS["global"]),
+        ("IMAGE_BRANCH", OPTIONS["image"]),
+    )
+    for key, extra in refused:
         other = build_model(get_config("classifier_R18_T1", opts + extra)).eval()
         with pytest.raises(ExportError, match=f"MODEL.CT_CLASSIFIER.{key}"):
             export_classifier(other, image, "torchscript", str(tmp_path / key))
@@ -236,7 +273,11 @@ def test_export_carries_roi_head_features_and_refuses_slice_features(tmp_path):
 
 @pytest.mark.parametrize(
     "name",
-    ["classifier_R18_T1_ucsd_realct_cpu.yaml", "classifier_R18_T1_ucsd_realct_features_cpu.yaml"],
+    [
+        "classifier_R18_T1_ucsd_realct_cpu.yaml",
+        "classifier_R18_T1_ucsd_realct_features_cpu.yaml",
+        "classifier_R18_T1_ucsd_realct_image_cpu.yaml",
+    ],
 )
 def test_realct_classifiers_take_every_key_of_their_segmenter(name):
     cfg = get_config(name, ["MODEL.DEVICE", "cpu"])
@@ -247,6 +288,7 @@ def test_realct_classifiers_take_every_key_of_their_segmenter(name):
         assert cfg.MODEL.ROI_HEADS[key] == twin.MODEL.ROI_HEADS[key], key
     classifier = build_model(cfg).state_dict()
     segmenter = build_model(twin).state_dict()
-    detector = [k for k in classifier if not k.startswith("classifier.")]
+    trained = ("classifier.", "image_branch.")  # module S and the image branch, not loaded
+    detector = [k for k in classifier if not k.startswith(trained)]
     assert all(classifier[k].shape == segmenter[k].shape for k in detector)
     assert cfg.MODEL.CT_CLASSIFIER.CACHE_ROI_BATCHES and not cfg.MODEL.CT_CLASSIFIER.TRAIN_BN_AFFINE

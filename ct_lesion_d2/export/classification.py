@@ -14,8 +14,8 @@ is exact and the rest stays Python:
 With ``MODEL.CT_CLASSIFIER.ROI_HEAD_FEATURES`` the detector graph also returns the box head's
 features, appended to the rows in Python. The slice-feature options are refused by name
 (:func:`check_classifier_exportable`): the lesion burden pastes masks and thresholds the slice
-in Python, and the global average covers the unpadded cells only, neither of which this
-two-graph split carries yet.
+in Python, the global average covers the unpadded cells only, and the image branch is a third
+network on a resized slice, none of which this two-graph split carries yet.
 
 :class:`ExportedClassifier` chains them and returns what ``CTMaskNetClassifier`` returns.
 """
@@ -85,11 +85,12 @@ def check_classifier_exportable(model):
     """Refuse the classifier options the export does not carry, naming their config key.
 
     Raises:
-        ExportError: ``LESION_BURDEN_FEATURES`` or ``GLOBAL_FEATURES`` is on.
+        ExportError: ``LESION_BURDEN_FEATURES``, ``GLOBAL_FEATURES`` or ``IMAGE_BRANCH`` is on.
     """
     refused = {
         "LESION_BURDEN_FEATURES": model.burden_score_thresh is not None,
         "GLOBAL_FEATURES": model.global_features,
+        "IMAGE_BRANCH": model.image_branch is not None,
     }
     for key, on in refused.items():
         if on:

@@ -5,7 +5,8 @@ The model of docs/PAPER.md, section 2.
 The detector (backbone, RPN, RoI box branch) of the segmentation model runs in inference mode
 and ranks B detections per image; each becomes a row ``[confidence, 4 box-regression deltas]``
 and module S classifies the flattened B x 5 batch as Control, Common Pneumonia or COVID-19.
-Only module S and the affine parameters of the backbone BatchNorm layers are trained.
+Only module S and the affine parameters of the backbone BatchNorm layers are trained (and, an
+option beyond the paper, a whole-slice CNN beside S: ``image_branch.py``).
 """
 
 import logging
@@ -18,6 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..detect import detect
+from .image_branch import IMAGE_BRANCH_ARCHS, ImageBranch
 from .roi_batch import ROW_FEATURES, build_roi_batch
 from .slice_features import BURDEN_FEATURE_NAMES, SliceFeatureS, global_average, lesion_burden
 
@@ -174,6 +176,7 @@ class CTMaskNetClassifier(GeneralizedRCNN):
         roi_head_features=False,
         burden_score_thresh=None,
         global_features=False,
+        image_branch=None,
         **kwargs,
     ):
         """
@@ -190,6 +193,8 @@ class CTMaskNetClassifier(GeneralizedRCNN):
             burden_score_thresh (float or None): give S the lesion burden of the mask head's
                 detections scoring at least this (None: off; needs a mask head).
             global_features (bool): give S the global average of the RoI heads' (last) map.
+            image_branch (ImageBranch or None): a trainable whole-slice CNN whose features
+                join S's slice features (never cached; trains with S).
             **kwargs: :class:`GeneralizedRCNN` arguments; roi_heads as ``StandardROIHeads``.
         """
         super().__init__(**kwargs)
@@ -205,6 +210,7 @@ class CTMaskNetClassifier(GeneralizedRCNN):
         self.roi_head_features = roi_head_features
         self.burden_score_thresh = burden_score_thresh
         self.global_features = global_features
+        self.image_branch = image_branch
         self.batch_options = {
             "batch_size": batch_detections,
             "score_thresh": roi_score_thresh,
@@ -225,6 +231,11 @@ class CTMaskNetClassifier(GeneralizedRCNN):
         cfg.defrost()
         cfg.MODEL.MASK_ON = ct.LESION_BURDEN_FEATURES
         base = super().from_config(cfg)
+        image_branch = None
+        if ct.IMAGE_BRANCH:
+            image_branch = ImageBranch(
+                ct.IMAGE_BRANCH, ct.IMAGE_BRANCH_SIZE, cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD
+            )
         return {
             **base,
             "classifier": _build_s(ct, base["backbone"], base["roi_heads"]),
@@ -238,15 +249,22 @@ class CTMaskNetClassifier(GeneralizedRCNN):
             "roi_head_features": ct.ROI_HEAD_FEATURES,
             "burden_score_thresh": (ct.BURDEN_SCORE_THRESH if ct.LESION_BURDEN_FEATURES else None),
             "global_features": ct.GLOBAL_FEATURES,
+            "image_branch": image_branch,
         }
 
     @property
     def slice_feature_dim(self):
-        """int: length of the slice-feature vector S gets beside the rows (0 in the paper)."""
+        """int: length of the detector's slice-feature vector S gets beside the rows (0 in the
+        paper), what the RoI cache holds; the image branch's features come after it."""
         dim = len(BURDEN_FEATURE_NAMES) if self.burden_score_thresh is not None else 0
         if self.global_features:
             dim += self.backbone.output_shape()[self.roi_heads.box_in_features[-1]].channels
         return dim
+
+    @property
+    def image_feature_dim(self):
+        """int: length of the image branch's feature vector (0 without the branch)."""
+        return self.image_branch.out_features if self.image_branch is not None else 0
 
     @property
     def detector(self):
@@ -266,7 +284,8 @@ class CTMaskNetClassifier(GeneralizedRCNN):
                     module.bias.requires_grad_(True)
         self.train(self.training)
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
-        logger.info(f"CTMaskNetClassifier: {trainable:,} trainable parameters (S + backbone BN)")
+        what = "S + backbone BN" + (" + image branch" if self.image_branch is not None else "")
+        logger.info(f"CTMaskNetClassifier: {trainable:,} trainable parameters ({what})")
 
     def train(self, mode=True):
         """Set module S to ``mode``; the detector always stays in inference mode, so the RPN and
@@ -282,7 +301,8 @@ class CTMaskNetClassifier(GeneralizedRCNN):
             batched_inputs (list[dict]): ``"image"`` (C, H, W); ``"class_id"`` (int) for
                 training; optional ``"height"``, ``"width"`` for the output ``roi_boxes``.
                 Inputs may instead carry precomputed ``"roi_rows"`` (B, W) and, with a
-                slice-feature option, ``"slice_features"`` (D,) (see
+                slice-feature option, ``"slice_features"`` (D,), with ``"image"`` too for the
+                image branch (see
                 ``ct_lesion_d2.modeling.meta_arch.roi_batch_cache.compute_roi_batch_records``): the
                 detector is then skipped and only module S runs.
 
@@ -295,16 +315,33 @@ class CTMaskNetClassifier(GeneralizedRCNN):
             slice_features = None
             if "slice_features" in batched_inputs[0]:
                 slice_features = torch.stack([x["slice_features"] for x in batched_inputs])
+            slice_features = self.with_image_features(slice_features, batched_inputs)
             logits = self.classifier(self.s_input(rows, slice_features))
             if self.training:
                 return {"loss_cls_image": self.losses(logits, batched_inputs)}
             return [self._class_outputs(logit) for logit in logits]
         batches, image_sizes, slice_features = self.detect_s_inputs(batched_inputs)
+        slice_features = self.with_image_features(slice_features, batched_inputs)
         rows = torch.stack([b.rows for b in batches])
         logits = self.classifier(self.s_input(rows, slice_features))
         if self.training:
             return {"loss_cls_image": self.losses(logits, batched_inputs)}
         return self._outputs(logits, batches, batched_inputs, image_sizes)
+
+    def with_image_features(self, slice_features, batched_inputs):
+        """The detector's slice features (or None), then the image branch's features of each
+        input's ``"image"`` when the model has the branch."""
+        if self.image_branch is None:
+            return slice_features
+        if "image" not in batched_inputs[0]:
+            raise ValueError(
+                "MODEL.CT_CLASSIFIER.IMAGE_BRANCH needs each input's 'image', cached RoI rows "
+                "too (the RoI-batch cache loader adds it)"
+            )
+        image_features = self.image_branch([x["image"] for x in batched_inputs])
+        if slice_features is None:
+            return image_features
+        return torch.cat([slice_features.to(image_features), image_features], dim=1)
 
     def s_input(self, rows, slice_features=None):
         """The input of module S: the flattened rows (N, B * W), then the slice features."""
@@ -417,12 +454,14 @@ class CTMaskNetClassifier(GeneralizedRCNN):
 
 def _build_s(ct, backbone, roi_heads):
     """Module S for a ``MODEL.CT_CLASSIFIER`` config node: the paper's ``build_s_module`` when
-    no slice-feature option is on (wider rows with ``ROI_HEAD_FEATURES``), else
-    :class:`SliceFeatureS`."""
+    no slice-feature option (burden, global, image branch) is on (wider rows with
+    ``ROI_HEAD_FEATURES``), else :class:`SliceFeatureS`."""
     row_width = 5 + (roi_heads.box_head.output_shape.channels if ct.ROI_HEAD_FEATURES else 0)
     slice_dim = len(BURDEN_FEATURE_NAMES) if ct.LESION_BURDEN_FEATURES else 0
     if ct.GLOBAL_FEATURES:
         slice_dim += backbone.output_shape()[roi_heads.box_in_features[-1]].channels
+    if ct.IMAGE_BRANCH in IMAGE_BRANCH_ARCHS:
+        slice_dim += IMAGE_BRANCH_ARCHS[ct.IMAGE_BRANCH][1]
     if not slice_dim:
         return build_s_module(ct.BATCH_DETECTIONS, ct.HIDDEN_DIM, ct.NUM_CLASSES, row_width)
     return SliceFeatureS(

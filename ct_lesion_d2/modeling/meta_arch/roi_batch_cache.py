@@ -10,7 +10,9 @@ The rows are computed by the trainer's own model, with the weights it trains fro
 time the loader is read (:class:`RoIBatchCache`): no second model is built. The cache holds the
 slice features of the classifier's options too, and with ``CACHE_AUGMENTED_VIEWS`` N it holds
 N augmented views of each slice (the training mapper's flips, rotations and intensity changes,
-:class:`AugmentedViews`) beside the unaugmented one.
+:class:`AugmentedViews`) beside the unaugmented one. The image branch
+(``MODEL.CT_CLASSIFIER.IMAGE_BRANCH``) trains, so it cannot be cached: with it the loader adds
+the training mapper's image of the record (augmented anew at every read) to the cached rows.
 """
 
 import logging
@@ -95,16 +97,19 @@ class RoIBatchCache:
     :meth:`bind` (the trainer's, after its weights are loaded), and kept for the whole run.
     """
 
-    def __init__(self, dataset_dicts, mapper, batch_size):
+    def __init__(self, dataset_dicts, mapper, batch_size, image_mapper=None):
         """
         Args:
             dataset_dicts (list[dict]): the training records, in loader order.
             mapper (callable): the inference ``ClassificationDatasetMapper``.
             batch_size (int): images per detector forward.
+            image_mapper (callable or None): record -> input whose ``"image"`` is added to each
+                cached record at every read (the image branch's training mapper).
         """
         self.dataset_dicts = dataset_dicts
         self.mapper = mapper
         self.batch_size = batch_size
+        self.image_mapper = image_mapper
         self.model = None
         self._records = None
 
@@ -128,7 +133,10 @@ class RoIBatchCache:
             self._records = compute_roi_batch_records(
                 self.model, self.dataset_dicts, self.mapper, self.batch_size
             )
-        return self._records[record["roi_cache_index"]]
+        cached = self._records[record["roi_cache_index"]]
+        if self.image_mapper is None:
+            return cached
+        return dict(cached, image=self.image_mapper(record)["image"])
 
 
 class AugmentedViews:
@@ -188,7 +196,10 @@ def build_roi_batch_cache_loader(cfg):
     if views:
         augmented = AugmentedViews(mapper, ClassificationDatasetMapper(cfg, True), max(cfg.SEED, 0))
         dataset_dicts, mapper = augmented.expand(dataset_dicts, views), augmented
-    cache = RoIBatchCache(dataset_dicts, mapper, cfg.SOLVER.IMS_PER_BATCH)
+    image_mapper = None
+    if cfg.MODEL.CT_CLASSIFIER.IMAGE_BRANCH:
+        image_mapper = ClassificationDatasetMapper(cfg, True)
+    cache = RoIBatchCache(dataset_dicts, mapper, cfg.SOLVER.IMS_PER_BATCH, image_mapper)
     loader = build_resumable_train_loader(
         cfg,
         mapper=cache,

@@ -1,0 +1,72 @@
+"""A trainable whole-slice CNN beside module S (``MODEL.CT_CLASSIFIER.IMAGE_BRANCH``).
+
+Beyond the paper, off in its configs. The ranked RoI batch carries box statistics and no
+appearance, and the slice classifiers a user would pick instead (a torchvision ResNet18 from
+scratch, ``ct_lesion_d2.benchmark.slice_classifier_baseline``) score better on the UCSD slices
+than S on the frozen detector's rows. This branch gives S that appearance: a torchvision CNN,
+from random initialisation, sees the whole slice downscaled to fit ``IMAGE_BRANCH_SIZE`` and
+hands its pooled feature vector to S's side branch (``SliceFeatureS``), where it joins the
+detector's slice features. It trains with S (the detector stays frozen), so it is never part of
+the RoI cache: in cached mode the loader hands it the training mapper's augmented image of each
+record beside the cached rows (``roi_batch_cache.py``).
+"""
+
+import torch
+import torchvision
+from detectron2.structures import ImageList
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = ["IMAGE_BRANCH_ARCHS", "ImageBranch"]
+
+# name -> (torchvision constructor, width of its pooled feature vector)
+IMAGE_BRANCH_ARCHS = {"resnet18": (torchvision.models.resnet18, 512)}
+
+
+class ImageBranch(nn.Module):
+    """A torchvision CNN without its last layer: slices -> (N, out_features) pooled features.
+
+    Each slice (3, H, W) in 0-255 is normalised by ``pixel_mean`` / ``pixel_std``, resized so
+    that its longer side is ``size`` (bilinear, antialiased; the aspect ratio kept) and
+    zero-padded to a common size as Detectron2's ``ImageList`` does; the network's global
+    pooling makes the output independent of the padding's extent.
+    """
+
+    def __init__(self, arch, size, pixel_mean, pixel_std):
+        """
+        Args:
+            arch (str): a key of ``IMAGE_BRANCH_ARCHS``.
+            size (int): the longer side of the slice as the branch sees it, in pixels.
+            pixel_mean, pixel_std (Sequence[float]): per-channel normalisation (0-255 units).
+        """
+        super().__init__()
+        if arch not in IMAGE_BRANCH_ARCHS:
+            raise ValueError(
+                f"MODEL.CT_CLASSIFIER.IMAGE_BRANCH must be '' (off) or one of "
+                f"{sorted(IMAGE_BRANCH_ARCHS)}, got {arch!r}"
+            )
+        constructor, self.out_features = IMAGE_BRANCH_ARCHS[arch]
+        self.arch, self.size = arch, size
+        self.net = constructor(weights=None)
+        self.net.fc = nn.Identity()
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+
+    def resized(self, image):
+        """One normalised slice, its longer side scaled to ``size``: (3, h, w)."""
+        image = (image.to(self.pixel_mean) - self.pixel_mean) / self.pixel_std
+        height, width = image.shape[-2:]
+        scale = self.size / max(height, width)
+        shape = (max(1, round(height * scale)), max(1, round(width * scale)))
+        return F.interpolate(image[None], size=shape, mode="bilinear", antialias=True)[0]
+
+    def forward(self, images):
+        """
+        Args:
+            images (list[Tensor]): (3, H, W) slices in 0-255, any sizes.
+
+        Returns:
+            Tensor: (N, out_features).
+        """
+        batch = ImageList.from_tensors([self.resized(x) for x in images], 32).tensor
+        return self.net(batch)
