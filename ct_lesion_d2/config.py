@@ -140,8 +140,14 @@ def add_ct_lesion_config(cfg):
     # A trainable whole-slice CNN from scratch (image_branch.py: "" off, or "resnet18") whose
     # pooled features join S's side branch; it trains with S, so it is never cached.
     cfg.MODEL.CT_CLASSIFIER.IMAGE_BRANCH = ""
+    # Where the image branch's features go: "features" (S's side branch) or "logits" (a linear
+    # layer of its own, its logits added to S's).
+    cfg.MODEL.CT_CLASSIFIER.IMAGE_BRANCH_FUSION = "features"
     # The longer side of the slice as the image branch sees it, in pixels.
     cfg.MODEL.CT_CLASSIFIER.IMAGE_BRANCH_SIZE = 224
+    # The image branch's learning rate is SOLVER.BASE_LR times this (solver.py): a CNN from
+    # scratch needs far more than the paper's 1e-5 for S.
+    cfg.MODEL.CT_CLASSIFIER.IMAGE_BRANCH_LR_FACTOR = 1.0
     # Width of S's side branch for the slice features (burden, global, image branch).
     cfg.MODEL.CT_CLASSIFIER.SLICE_HIDDEN_DIM = 64
     # CACHE_ROI_BATCHES: also cache this many views of each training slice through the training

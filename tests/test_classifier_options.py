@@ -19,6 +19,7 @@ from ct_lesion_d2.export import (
     export_classifier,
 )
 from ct_lesion_d2.model_zoo import S_MODULE_REFERENCE, get_config
+from ct_lesion_d2.solver import build_ct_optimizer
 from ct_lesion_d2.modeling.meta_arch.image_branch import ImageBranch
 from ct_lesion_d2.modeling.meta_arch.slice_features import (
     BURDEN_FEATURE_NAMES,
@@ -65,6 +66,14 @@ OPTIONS = {
         "MODEL.CT_CLASSIFIER.IMAGE_BRANCH_SIZE",
         "64",
     ],
+    "image_logits": [
+        "MODEL.CT_CLASSIFIER.IMAGE_BRANCH",
+        "resnet18",
+        "MODEL.CT_CLASSIFIER.IMAGE_BRANCH_SIZE",
+        "64",
+        "MODEL.CT_CLASSIFIER.IMAGE_BRANCH_FUSION",
+        "logits",
+    ],
     "all_with_views": BURDEN
     + [
         "MODEL.CT_CLASSIFIER.ROI_HEAD_FEATURES",
@@ -88,6 +97,7 @@ LAYOUT = {
     "burden": (5, 10, 0),
     "global": (5, 256, 0),
     "image": (5, 0, 512),
+    "image_logits": (5, 0, 0),
     "all_with_views": (133, 266, 0),
 }
 
@@ -150,7 +160,7 @@ def test_option_gives_the_same_s_inputs_cached_and_uncached_and_trains(
     assert len(cache._records) == views * len(synthetic_classes)
     assert model.slice_feature_dim == slice_dim and model.image_feature_dim == image_dim
     # the image branch trains, so the cached records bring an image, the rest do not
-    assert ("image" in first[0]) == bool(image_dim)
+    assert ("image" in first[0]) == option.startswith("image")
     # the uncached path on the same inputs (augmented views through the cache's own mapper)
     chosen = [0, 1, len(cache._records) - 1]
     inputs = [cache.mapper(cache.dataset_dicts[i]) for i in chosen]
@@ -159,7 +169,7 @@ def test_option_gives_the_same_s_inputs_cached_and_uncached_and_trains(
     model.train()
     loss_uncached = model(inputs)["loss_cls_image"]
     cached = [cache._records[i] for i in chosen]
-    if image_dim:  # the image as the uncached path saw it (the loader's is augmented anew)
+    if option.startswith("image"):  # the image the uncached path saw (the loader's is new)
         cached = [dict(c, image=x["image"]) for c, x in zip(cached, inputs)]
     loss_cached = model(cached)["loss_cls_image"]
     handle.remove()
@@ -233,6 +243,21 @@ def test_image_branch_keeps_the_aspect_ratio_and_names_its_key():
     assert features.shape == (2, 512) and torch.isfinite(features).all()
     with pytest.raises(ValueError, match="MODEL.CT_CLASSIFIER.IMAGE_BRANCH"):
         ImageBranch("vgg11", 64, [128.0] * 3, [64.0] * 3)
+
+
+def test_image_branch_learns_at_its_own_rate():
+    opts = SMALL[:12] + OPTIONS["image"] + ["MODEL.CT_CLASSIFIER.IMAGE_BRANCH_LR_FACTOR", "100.0"]
+    cfg = get_config("classifier_R18_T1", opts)
+    model = build_model(cfg)
+    optimizer = build_ct_optimizer(cfg, model)
+    rate = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert len(rate) == len(trainable)
+    for name, p in trainable:
+        expected = cfg.SOLVER.BASE_LR * (100 if name.startswith("image_branch.") else 1)
+        assert rate[id(p)] == pytest.approx(expected), name
+    assert any(n.startswith("image_branch.") for n, _ in trainable)
+    assert any(n.startswith("classifier.") for n, _ in trainable)
 
 
 def test_crude_lung_mask_finds_dark_lungs_inside_a_bright_body():

@@ -194,7 +194,8 @@ class CTMaskNetClassifier(GeneralizedRCNN):
                 detections scoring at least this (None: off; needs a mask head).
             global_features (bool): give S the global average of the RoI heads' (last) map.
             image_branch (ImageBranch or None): a trainable whole-slice CNN whose features
-                join S's slice features (never cached; trains with S).
+                join S's slice features, or whose logits are added to S's (its ``fusion``;
+                never cached; trains with S).
             **kwargs: :class:`GeneralizedRCNN` arguments; roi_heads as ``StandardROIHeads``.
         """
         super().__init__(**kwargs)
@@ -234,7 +235,12 @@ class CTMaskNetClassifier(GeneralizedRCNN):
         image_branch = None
         if ct.IMAGE_BRANCH:
             image_branch = ImageBranch(
-                ct.IMAGE_BRANCH, ct.IMAGE_BRANCH_SIZE, cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD
+                ct.IMAGE_BRANCH,
+                ct.IMAGE_BRANCH_SIZE,
+                cfg.MODEL.PIXEL_MEAN,
+                cfg.MODEL.PIXEL_STD,
+                ct.IMAGE_BRANCH_FUSION,
+                ct.NUM_CLASSES,
             )
         return {
             **base,
@@ -263,8 +269,11 @@ class CTMaskNetClassifier(GeneralizedRCNN):
 
     @property
     def image_feature_dim(self):
-        """int: length of the image branch's feature vector (0 without the branch)."""
-        return self.image_branch.out_features if self.image_branch is not None else 0
+        """int: length of the image branch's feature vector in S's input (0 without the branch
+        or with its ``"logits"`` fusion)."""
+        if self.image_branch is None or self.image_branch.fusion != "features":
+            return 0
+        return self.image_branch.out_features
 
     @property
     def detector(self):
@@ -316,32 +325,48 @@ class CTMaskNetClassifier(GeneralizedRCNN):
             if "slice_features" in batched_inputs[0]:
                 slice_features = torch.stack([x["slice_features"] for x in batched_inputs])
             slice_features = self.with_image_features(slice_features, batched_inputs)
-            logits = self.classifier(self.s_input(rows, slice_features))
+            logits = self.with_image_logits(
+                self.classifier(self.s_input(rows, slice_features)), batched_inputs
+            )
             if self.training:
                 return {"loss_cls_image": self.losses(logits, batched_inputs)}
             return [self._class_outputs(logit) for logit in logits]
         batches, image_sizes, slice_features = self.detect_s_inputs(batched_inputs)
         slice_features = self.with_image_features(slice_features, batched_inputs)
         rows = torch.stack([b.rows for b in batches])
-        logits = self.classifier(self.s_input(rows, slice_features))
+        logits = self.with_image_logits(
+            self.classifier(self.s_input(rows, slice_features)), batched_inputs
+        )
         if self.training:
             return {"loss_cls_image": self.losses(logits, batched_inputs)}
         return self._outputs(logits, batches, batched_inputs, image_sizes)
 
     def with_image_features(self, slice_features, batched_inputs):
         """The detector's slice features (or None), then the image branch's features of each
-        input's ``"image"`` when the model has the branch."""
-        if self.image_branch is None:
+        input's ``"image"`` when the model has the branch with ``"features"`` fusion."""
+        if not self.image_feature_dim:
             return slice_features
+        image_features = self.image_branch(self._branch_images(batched_inputs))
+        if slice_features is None:
+            return image_features
+        return torch.cat([slice_features.to(image_features), image_features], dim=1)
+
+    def with_image_logits(self, logits, batched_inputs):
+        """S's logits, plus the image branch's own logits with ``"logits"`` fusion."""
+        if self.image_branch is None or self.image_branch.fusion != "logits":
+            return logits
+        features = self.image_branch(self._branch_images(batched_inputs))
+        return logits + self.image_branch.head(features)
+
+    @staticmethod
+    def _branch_images(batched_inputs):
+        """The inputs' ``"image"`` for the image branch (cached RoI rows come with one too)."""
         if "image" not in batched_inputs[0]:
             raise ValueError(
                 "MODEL.CT_CLASSIFIER.IMAGE_BRANCH needs each input's 'image', cached RoI rows "
                 "too (the RoI-batch cache loader adds it)"
             )
-        image_features = self.image_branch([x["image"] for x in batched_inputs])
-        if slice_features is None:
-            return image_features
-        return torch.cat([slice_features.to(image_features), image_features], dim=1)
+        return [x["image"] for x in batched_inputs]
 
     def s_input(self, rows, slice_features=None):
         """The input of module S: the flattened rows (N, B * W), then the slice features."""
@@ -460,7 +485,7 @@ def _build_s(ct, backbone, roi_heads):
     slice_dim = len(BURDEN_FEATURE_NAMES) if ct.LESION_BURDEN_FEATURES else 0
     if ct.GLOBAL_FEATURES:
         slice_dim += backbone.output_shape()[roi_heads.box_in_features[-1]].channels
-    if ct.IMAGE_BRANCH in IMAGE_BRANCH_ARCHS:
+    if ct.IMAGE_BRANCH in IMAGE_BRANCH_ARCHS and ct.IMAGE_BRANCH_FUSION == "features":
         slice_dim += IMAGE_BRANCH_ARCHS[ct.IMAGE_BRANCH][1]
     if not slice_dim:
         return build_s_module(ct.BATCH_DETECTIONS, ct.HIDDEN_DIM, ct.NUM_CLASSES, row_width)

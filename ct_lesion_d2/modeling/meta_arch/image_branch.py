@@ -3,12 +3,18 @@
 Beyond the paper, off in its configs. The ranked RoI batch carries box statistics and no
 appearance, and the slice classifiers a user would pick instead (a torchvision ResNet18 from
 scratch, ``ct_lesion_d2.benchmark.slice_classifier_baseline``) score better on the UCSD slices
-than S on the frozen detector's rows. This branch gives S that appearance: a torchvision CNN,
-from random initialisation, sees the whole slice downscaled to fit ``IMAGE_BRANCH_SIZE`` and
-hands its pooled feature vector to S's side branch (``SliceFeatureS``), where it joins the
-detector's slice features. It trains with S (the detector stays frozen), so it is never part of
-the RoI cache: in cached mode the loader hands it the training mapper's augmented image of each
-record beside the cached rows (``roi_batch_cache.py``).
+than S on the frozen detector's rows. This branch gives the classifier that appearance: a
+torchvision CNN, from random initialisation, sees the whole slice downscaled to fit
+``IMAGE_BRANCH_SIZE``, and ``IMAGE_BRANCH_FUSION`` says where its pooled feature vector goes:
+
+- ``"features"``: into S's side branch (``SliceFeatureS``), beside the detector's slice
+  features; S's last layer classifies both;
+- ``"logits"``: through a linear layer of its own to class logits, added to S's logits (one
+  loss on the sum), so the branch learns from its own layer whatever S's rate.
+
+It trains with S (the detector stays frozen), so it is never part of the RoI cache: in cached
+mode the loader hands it the training mapper's augmented image of each record beside the cached
+rows (``roi_batch_cache.py``).
 """
 
 import torch
@@ -17,10 +23,11 @@ from detectron2.structures import ImageList
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["IMAGE_BRANCH_ARCHS", "ImageBranch"]
+__all__ = ["IMAGE_BRANCH_ARCHS", "IMAGE_BRANCH_FUSIONS", "ImageBranch"]
 
 # name -> (torchvision constructor, width of its pooled feature vector)
 IMAGE_BRANCH_ARCHS = {"resnet18": (torchvision.models.resnet18, 512)}
+IMAGE_BRANCH_FUSIONS = ("features", "logits")
 
 
 class ImageBranch(nn.Module):
@@ -29,15 +36,18 @@ class ImageBranch(nn.Module):
     Each slice (3, H, W) in 0-255 is normalised by ``pixel_mean`` / ``pixel_std``, resized so
     that its longer side is ``size`` (bilinear, antialiased; the aspect ratio kept) and
     zero-padded to a common size as Detectron2's ``ImageList`` does; the network's global
-    pooling makes the output independent of the padding's extent.
+    pooling makes the output independent of the padding's extent. With ``"logits"`` fusion,
+    ``head`` maps the features to class logits.
     """
 
-    def __init__(self, arch, size, pixel_mean, pixel_std):
+    def __init__(self, arch, size, pixel_mean, pixel_std, fusion="features", num_classes=None):
         """
         Args:
             arch (str): a key of ``IMAGE_BRANCH_ARCHS``.
             size (int): the longer side of the slice as the branch sees it, in pixels.
             pixel_mean, pixel_std (Sequence[float]): per-channel normalisation (0-255 units).
+            fusion (str): one of ``IMAGE_BRANCH_FUSIONS``.
+            num_classes (int or None): classes of the ``"logits"`` head (needed by it).
         """
         super().__init__()
         if arch not in IMAGE_BRANCH_ARCHS:
@@ -45,10 +55,16 @@ class ImageBranch(nn.Module):
                 f"MODEL.CT_CLASSIFIER.IMAGE_BRANCH must be '' (off) or one of "
                 f"{sorted(IMAGE_BRANCH_ARCHS)}, got {arch!r}"
             )
+        if fusion not in IMAGE_BRANCH_FUSIONS:
+            raise ValueError(
+                f"MODEL.CT_CLASSIFIER.IMAGE_BRANCH_FUSION must be one of {IMAGE_BRANCH_FUSIONS}, "
+                f"got {fusion!r}"
+            )
         constructor, self.out_features = IMAGE_BRANCH_ARCHS[arch]
-        self.arch, self.size = arch, size
+        self.arch, self.size, self.fusion = arch, size, fusion
         self.net = constructor(weights=None)
         self.net.fc = nn.Identity()
+        self.head = nn.Linear(self.out_features, num_classes) if fusion == "logits" else None
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
