@@ -19,7 +19,6 @@ from ct_lesion_d2.export import (
     export_classifier,
 )
 from ct_lesion_d2.model_zoo import S_MODULE_REFERENCE, get_config
-from ct_lesion_d2.solver import build_ct_optimizer
 from ct_lesion_d2.modeling.meta_arch.image_branch import ImageBranch
 from ct_lesion_d2.modeling.meta_arch.slice_features import (
     BURDEN_FEATURE_NAMES,
@@ -27,6 +26,7 @@ from ct_lesion_d2.modeling.meta_arch.slice_features import (
     crude_lung_mask,
     global_average,
 )
+from ct_lesion_d2.solver import build_ct_optimizer
 
 pytestmark = pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 NAME = "ct_lesion_test_cls_options"
