@@ -324,22 +324,23 @@ class CTMaskNetClassifier(GeneralizedRCNN):
             slice_features = None
             if "slice_features" in batched_inputs[0]:
                 slice_features = torch.stack([x["slice_features"] for x in batched_inputs])
-            slice_features = self.with_image_features(slice_features, batched_inputs)
-            logits = self.with_image_logits(
-                self.classifier(self.s_input(rows, slice_features)), batched_inputs
-            )
+            logits = self.class_logits(rows, slice_features, batched_inputs)
             if self.training:
                 return {"loss_cls_image": self.losses(logits, batched_inputs)}
             return [self._class_outputs(logit) for logit in logits]
         batches, image_sizes, slice_features = self.detect_s_inputs(batched_inputs)
-        slice_features = self.with_image_features(slice_features, batched_inputs)
         rows = torch.stack([b.rows for b in batches])
-        logits = self.with_image_logits(
-            self.classifier(self.s_input(rows, slice_features)), batched_inputs
-        )
+        logits = self.class_logits(rows, slice_features, batched_inputs)
         if self.training:
             return {"loss_cls_image": self.losses(logits, batched_inputs)}
         return self._outputs(logits, batches, batched_inputs, image_sizes)
+
+    def class_logits(self, rows, slice_features, batched_inputs):
+        """The image logits (N, num_classes): module S on the rows and the slice features, with
+        the image branch of the inputs' ``"image"`` where the model has one."""
+        slice_features = self.with_image_features(slice_features, batched_inputs)
+        logits = self.classifier(self.s_input(rows, slice_features))
+        return self.with_image_logits(logits, batched_inputs)
 
     def with_image_features(self, slice_features, batched_inputs):
         """The detector's slice features (or None), then the image branch's features of each
