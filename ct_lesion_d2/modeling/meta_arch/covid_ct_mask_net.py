@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..detect import detect
-from .image_branch import IMAGE_BRANCH_ARCHS, ImageBranch
+from .image_branch import ImageBranch
 from .roi_batch import ROW_FEATURES, build_roi_batch
 from .slice_features import BURDEN_FEATURE_NAMES, SliceFeatureS, global_average, lesion_burden
 
@@ -244,7 +244,7 @@ class CTMaskNetClassifier(GeneralizedRCNN):
             )
         return {
             **base,
-            "classifier": _build_s(ct, base["backbone"], base["roi_heads"]),
+            "classifier": _build_s(ct, base["backbone"], base["roi_heads"], image_branch),
             "batch_detections": options["batch_size"],
             "roi_score_thresh": options["score_thresh"],
             "roi_nms_thresh": options["nms_thresh"],
@@ -271,9 +271,7 @@ class CTMaskNetClassifier(GeneralizedRCNN):
     def image_feature_dim(self):
         """int: length of the image branch's feature vector in S's input (0 without the branch
         or with its ``"logits"`` fusion)."""
-        if self.image_branch is None or self.image_branch.fusion != "features":
-            return 0
-        return self.image_branch.out_features
+        return self.image_branch.s_input_dim if self.image_branch is not None else 0
 
     @property
     def detector(self):
@@ -478,16 +476,17 @@ class CTMaskNetClassifier(GeneralizedRCNN):
         }
 
 
-def _build_s(ct, backbone, roi_heads):
+def _build_s(ct, backbone, roi_heads, image_branch=None):
     """Module S for a ``MODEL.CT_CLASSIFIER`` config node: the paper's ``build_s_module`` when
     no slice-feature option (burden, global, image branch) is on (wider rows with
-    ``ROI_HEAD_FEATURES``), else :class:`SliceFeatureS`."""
+    ``ROI_HEAD_FEATURES``), else :class:`SliceFeatureS` (the image branch's features counted by
+    its ``s_input_dim``)."""
     row_width = 5 + (roi_heads.box_head.output_shape.channels if ct.ROI_HEAD_FEATURES else 0)
     slice_dim = len(BURDEN_FEATURE_NAMES) if ct.LESION_BURDEN_FEATURES else 0
     if ct.GLOBAL_FEATURES:
         slice_dim += backbone.output_shape()[roi_heads.box_in_features[-1]].channels
-    if ct.IMAGE_BRANCH in IMAGE_BRANCH_ARCHS and ct.IMAGE_BRANCH_FUSION == "features":
-        slice_dim += IMAGE_BRANCH_ARCHS[ct.IMAGE_BRANCH][1]
+    if image_branch is not None:
+        slice_dim += image_branch.s_input_dim
     if not slice_dim:
         return build_s_module(ct.BATCH_DETECTIONS, ct.HIDDEN_DIM, ct.NUM_CLASSES, row_width)
     return SliceFeatureS(

@@ -68,6 +68,12 @@ class ImageBranch(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
+    @property
+    def s_input_dim(self):
+        """int: how many numbers the branch adds to S's input (its features with ``"features"``
+        fusion, none with ``"logits"``)."""
+        return self.out_features if self.fusion == "features" else 0
+
     def resized(self, image):
         """One normalised slice, its longer side scaled to ``size``: (3, h, w)."""
         image = (image.to(self.pixel_mean) - self.pixel_mean) / self.pixel_std
