@@ -119,6 +119,10 @@ def add_ct_lesion_config(cfg):
     cfg.MODEL.CT_CLASSIFIER.REMOVE_EMPTY_BOXES = True
     # Score detections with a sigmoid of the class logit instead of the softmax over classes.
     cfg.MODEL.CT_CLASSIFIER.SIGMOID_SCORES = False
+    # The image class: below 0 the argmax of the logits (the paper); for two classes, a
+    # probability at which the second (positive) class is called, an operating point chosen
+    # on a validation split (CTClassificationEvaluator reports Youden's threshold there).
+    cfg.MODEL.CT_CLASSIFIER.DECISION_THRESHOLD = -1.0
     # The 4 numbers after the score: "deltas" (raw regression) or "boxes" (decoded, / image w, h).
     cfg.MODEL.CT_CLASSIFIER.ROW_FEATURES = "deltas"
     # Train the affine weight/bias of the backbone BatchNorm layers beside module S.

@@ -1,5 +1,5 @@
-"""Evaluators: slice classification metrics, and lesion Dice and detection rates beside
-Detectron2's COCOEvaluator."""
+"""Evaluators: slice classification metrics (and the operating point chosen on a validation
+split), and lesion Dice and detection rates beside Detectron2's COCOEvaluator."""
 
 from .classification_evaluation import (
     CTClassificationEvaluator,
@@ -7,6 +7,9 @@ from .classification_evaluation import (
     classification_metrics,
     confusion_matrix,
     plot_confusion_matrix,
+    plot_roc_curve,
+    roc_curve,
+    youden_threshold,
 )
 from .lesion_evaluation import (
     CTLesionEvaluator,
@@ -18,6 +21,7 @@ from .lesion_evaluation import (
     slice_lesion_counts,
     write_lesion_results,
 )
+from .operating_point import load_predictions, metrics_at_threshold, validation_operating_point
 
 __all__ = [
     "CTClassificationEvaluator",
@@ -30,7 +34,13 @@ __all__ = [
     "connected_instances",
     "encode_masks",
     "lesion_metrics",
+    "load_predictions",
+    "metrics_at_threshold",
     "plot_confusion_matrix",
+    "plot_roc_curve",
+    "roc_curve",
     "slice_lesion_counts",
+    "validation_operating_point",
     "write_lesion_results",
+    "youden_threshold",
 ]

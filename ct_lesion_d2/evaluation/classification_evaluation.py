@@ -31,6 +31,9 @@ __all__ = [
     "classification_metrics",
     "confusion_matrix",
     "plot_confusion_matrix",
+    "plot_roc_curve",
+    "roc_curve",
+    "youden_threshold",
 ]
 
 
@@ -74,6 +77,43 @@ def binary_auc(scores, positives):
     mean_ranks = np.cumsum(counts) - (counts - 1) / 2.0
     rank_sum = mean_ranks[inverse.reshape(-1)][positives].sum()
     return float((rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def roc_curve(scores, positives):
+    """The ROC of ``scores`` (higher: more positive) at every distinct score.
+
+    Returns:
+        tuple(np.ndarray): thresholds (descending, the first +inf: nothing called positive),
+        false-positive rates and true-positive rates, one per threshold; "positive" means
+        score >= threshold. NaN rates where a class has no sample.
+    """
+    scores, positives = np.asarray(scores, dtype=np.float64), np.asarray(positives, dtype=bool)
+    thresholds = np.concatenate([[np.inf], np.unique(scores)[::-1]])
+    called = scores[None, :] >= thresholds[:, None]
+    n_pos, n_neg = positives.sum(), (~positives).sum()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpr = (called & positives).sum(axis=1) / n_pos
+        fpr = (called & ~positives).sum(axis=1) / n_neg
+    return thresholds, fpr, tpr
+
+
+def youden_threshold(scores, positives):
+    """The score threshold of the largest sensitivity + specificity - 1 (Youden's J).
+
+    Ties go to the higher threshold (the fewer positive calls). Returns a value midway between
+    the chosen score and the next lower one, so that a threshold taken from one split does not
+    sit exactly on one of its samples.
+
+    Returns:
+        float: the threshold; NaN when either class has no sample.
+    """
+    thresholds, fpr, tpr = roc_curve(scores, positives)
+    j = tpr - fpr
+    if np.isnan(j).all():
+        return float("nan")
+    best = int(np.nanargmax(j[1:])) + 1  # +inf (nothing positive) is never the choice
+    lower = thresholds[best + 1] if best + 1 < thresholds.size else 0.0
+    return float((thresholds[best] + lower) / 2.0)
 
 
 def _nanmean(values):
@@ -148,12 +188,45 @@ def plot_confusion_matrix(cm, class_names, path, title=""):
     atomic_write(path, lambda f: fig.savefig(f, format="png"))
 
 
+def plot_roc_curve(scores, positives, path, points=(), title=""):
+    """Save the ROC of ``scores`` as a PNG, with named operating points marked.
+
+    Args:
+        scores, positives: as :func:`roc_curve`.
+        path (str): where to write the PNG (replaced atomically).
+        points (Iterable[tuple[str, array-like[bool]]]): (label, which samples a decision
+            calls positive) to mark on the curve.
+        title (str): title of the picture.
+    """
+    _, fpr, tpr = roc_curve(scores, positives)
+    positives = np.asarray(positives, dtype=bool)
+    fig = Figure(figsize=(4.6, 4.4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.plot(np.append(fpr, 1.0), np.append(tpr, 1.0), color="tab:blue", drawstyle="steps-post")
+    ax.plot([0, 1], [0, 1], color="0.7", linestyle="--", linewidth=0.8)
+    for (label, called), marker in zip(points, "os^Dv"):
+        called = np.asarray(called, dtype=bool)
+        x = (called & ~positives).sum() / max((~positives).sum(), 1)
+        y = (called & positives).sum() / max(positives.sum(), 1)
+        ax.plot([x], [y], marker=marker, linestyle="none", label=label)
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="1 - specificity", ylabel="sensitivity")
+    ax.set_title(title, fontsize=9)
+    if points:
+        ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png"))
+
+
 class CTClassificationEvaluator(DatasetEvaluator):
     """Evaluate slice classification (``CTMaskNetClassifier`` outputs) against ``class_id``.
 
     ``evaluate()`` returns ``OrderedDict(classification={metric: float})`` with scalar metrics
     only (as ``print_csv_format``, ``verify_results`` and ``EvalHook`` expect); the confusion
-    matrix is kept in ``self.confusion_matrix`` and in ``classification_metrics.json``.
+    matrix is kept in ``self.confusion_matrix`` and in ``classification_metrics.json``. For two
+    classes it adds ``youden_threshold`` (the second class's probability, in percent, that
+    maximises sensitivity + specificity on this split: a threshold to choose on a validation
+    split, ``MODEL.CT_CLASSIFIER.DECISION_THRESHOLD``) and draws ``roc_curve.png``.
     """
 
     def __init__(self, dataset_name, output_dir=None, distributed=True, class_names=None):
@@ -243,6 +316,13 @@ class CTClassificationEvaluator(DatasetEvaluator):
             np.stack([p["class_probs"] for p in predictions]),
             self._class_names,
         )
+        if len(self._class_names) == 2:
+            # the operating point a validation split would choose (operating_point.py); in
+            # percent like the other numbers: 43.2 means a probability of 0.432
+            metrics["youden_threshold"] = 100.0 * youden_threshold(
+                [p["class_probs"][1] for p in predictions],
+                [p["class_id"] == 1 for p in predictions],
+            )
         self._log_metrics(metrics, len(predictions))
         if self._output_dir:
             self._save(predictions, metrics)
@@ -250,7 +330,8 @@ class CTClassificationEvaluator(DatasetEvaluator):
 
     def _log_metrics(self, metrics, num_images):
         """Log the overall metrics, a per-class table and the confusion matrix."""
-        overall = {k: metrics[k] for k in ("accuracy", "f1_macro", "auc_macro")}
+        keys = ("accuracy", "f1_macro", "auc_macro", "youden_threshold")
+        overall = {k: metrics[k] for k in keys if k in metrics}
         support = self.confusion_matrix.sum(axis=1)
         rows = [
             [c, n] + [metrics[f"{m}/{c}"] for m in ("sensitivity", "specificity", "f1", "auc")]
@@ -302,3 +383,17 @@ class CTClassificationEvaluator(DatasetEvaluator):
             os.path.join(self._output_dir, "confusion_matrix.png"),
             title=f"{self._dataset_name}: accuracy {metrics['accuracy']:.1f}%",
         )
+        if len(names) == 2 and not np.isnan(metrics["youden_threshold"]):
+            positives = [p["class_id"] == 1 for p in predictions]
+            scores = [p["class_probs"][1] for p in predictions]
+            youden = metrics["youden_threshold"] / 100.0
+            plot_roc_curve(
+                scores,
+                positives,
+                os.path.join(self._output_dir, "roc_curve.png"),
+                points=[
+                    ("the model's decision", [p["pred_class"] == 1 for p in predictions]),
+                    (f"Youden's threshold {youden:.3f}", [s >= youden for s in scores]),
+                ],
+                title=f"{self._dataset_name}: {names[1]}, AUC {metrics[f'auc/{names[1]}']:.1f}",
+            )

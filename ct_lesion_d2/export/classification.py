@@ -139,6 +139,7 @@ def export_classifier(
             "kind": "classifier_detector",
             "batch_options": model.batch_options,
             "roi_head_features": model.roi_head_features,
+            "decision_threshold": model.decision_threshold,
             **shared,
         },
         opset=opset,
@@ -185,6 +186,7 @@ class ExportedClassifier:
                 raise ExportError(f"{graph.path}: not a {kind} export")
         self.batch_options = self.detector.meta["batch_options"]
         self.roi_head_features = self.detector.meta.get("roi_head_features", False)
+        self.decision_threshold = self.detector.meta.get("decision_threshold")
 
     def __call__(self, batched_inputs):
         results = []
@@ -197,7 +199,9 @@ class ExportedClassifier:
                 *(candidates[n] for n in _CANDIDATES), (height, width), head, **self.batch_options
             )
             logits = self.s_module(batch.rows.reshape(1, -1))["class_logits"][0]
-            outputs = CTMaskNetClassifier.image_outputs(logits, batch, inputs, (height, width))
+            outputs = CTMaskNetClassifier.image_outputs(
+                logits, batch, inputs, (height, width), self.decision_threshold
+            )
             results.append(outputs)
         return results
 

@@ -23,7 +23,13 @@ from .image_branch import ImageBranch
 from .roi_batch import ROW_FEATURES, build_roi_batch
 from .slice_features import BURDEN_FEATURE_NAMES, SliceFeatureS, global_average, lesion_burden
 
-__all__ = ["CTMaskNetClassifier", "build_s_module", "ranked_roi_batches", "roi_batch_options"]
+__all__ = [
+    "CTMaskNetClassifier",
+    "build_s_module",
+    "decide_class",
+    "ranked_roi_batches",
+    "roi_batch_options",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -150,10 +156,12 @@ class CTMaskNetClassifier(GeneralizedRCNN):
     Inputs are Detectron2's ``list[dict]`` with ``"image"`` and, for training, ``"class_id"``
     (int: 0 Control, 1 Common Pneumonia, 2 COVID-19). Training returns
     ``{"loss_cls_image"}``; inference returns per image ``class_logits``, ``class_probs``
-    (sigmoid), ``pred_class`` (argmax), ``roi_boxes`` (``Boxes``, B ranked rows, rescaled to
-    the input's ``height``/``width``), ``roi_scores`` (B,) and ``roi_num_detections`` (distinct
-    detections before replication). An image on which no detection survives (no proposal with
-    a non-empty box) is classified from a batch of B zero rows.
+    (sigmoid), ``pred_class`` (argmax, or ``MODEL.CT_CLASSIFIER.DECISION_THRESHOLD`` on
+    the second class's probability for two classes), ``roi_boxes`` (``Boxes``, B ranked rows,
+    rescaled to the input's ``height``/``width``), ``roi_scores`` (B,) and
+    ``roi_num_detections`` (distinct detections before replication). An image on which no
+    detection survives (no proposal with a non-empty box) is classified from a batch of B zero
+    rows.
 
     Building it loads nothing. A classifier starts from a trained segmentation checkpoint
     (``MODEL.CT_CLASSIFIER.SEGMENTATION_WEIGHTS``), which the trainer loads when training
@@ -177,6 +185,7 @@ class CTMaskNetClassifier(GeneralizedRCNN):
         burden_score_thresh=None,
         global_features=False,
         image_branch=None,
+        decision_threshold=None,
         **kwargs,
     ):
         """
@@ -196,6 +205,9 @@ class CTMaskNetClassifier(GeneralizedRCNN):
             image_branch (ImageBranch or None): a trainable whole-slice CNN whose features
                 join S's slice features, or whose logits are added to S's (its ``fusion``;
                 never cached; trains with S).
+            decision_threshold (float or None): None for the argmax of the logits (the paper);
+                for two classes, call the second (positive) class when its probability is at
+                least this (:func:`decide_class`).
             **kwargs: :class:`GeneralizedRCNN` arguments; roi_heads as ``StandardROIHeads``.
         """
         super().__init__(**kwargs)
@@ -220,6 +232,7 @@ class CTMaskNetClassifier(GeneralizedRCNN):
             "row_features": row_features,
         }
         self.sigmoid_scores = sigmoid_scores
+        self.decision_threshold = check_decision_threshold(decision_threshold, self.num_classes)
         self._freeze_detector(train_bn_affine)
 
     @classmethod
@@ -256,6 +269,7 @@ class CTMaskNetClassifier(GeneralizedRCNN):
             "burden_score_thresh": (ct.BURDEN_SCORE_THRESH if ct.LESION_BURDEN_FEATURES else None),
             "global_features": ct.GLOBAL_FEATURES,
             "image_branch": image_branch,
+            "decision_threshold": ct.DECISION_THRESHOLD if ct.DECISION_THRESHOLD >= 0 else None,
         }
 
     @property
@@ -325,7 +339,7 @@ class CTMaskNetClassifier(GeneralizedRCNN):
             logits = self.class_logits(rows, slice_features, batched_inputs)
             if self.training:
                 return {"loss_cls_image": self.losses(logits, batched_inputs)}
-            return [self._class_outputs(logit) for logit in logits]
+            return [class_outputs(logit, self.decision_threshold) for logit in logits]
         batches, image_sizes, slice_features = self.detect_s_inputs(batched_inputs)
         rows = torch.stack([b.rows for b in batches])
         logits = self.class_logits(rows, slice_features, batched_inputs)
@@ -446,34 +460,70 @@ class CTMaskNetClassifier(GeneralizedRCNN):
     def _outputs(self, logits, batches, batched_inputs, image_sizes):
         """Per-image inference dicts, with ``roi_boxes`` rescaled to the output resolution."""
         return [
-            self.image_outputs(logit, batch, inputs, image_size)
+            self.image_outputs(logit, batch, inputs, image_size, self.decision_threshold)
             for logit, batch, inputs, image_size in zip(
                 logits, batches, batched_inputs, image_sizes
             )
         ]
 
     @classmethod
-    def image_outputs(cls, logit, batch, inputs, image_size):
+    def image_outputs(cls, logit, batch, inputs, image_size, decision_threshold=None):
         """One image's inference dict from its logits and :class:`RoIBatch`.
 
         ``image_size`` is the (height, width) the RoI boxes are in; they are rescaled to the
-        input's ``height``/``width`` where given. Exported classifiers use it too.
+        input's ``height``/``width`` where given; ``decision_threshold`` as the model's.
+        Exported classifiers use it too.
         """
         return {
-            **cls._class_outputs(logit),
+            **class_outputs(logit, decision_threshold),
             "roi_boxes": rescaled_roi_boxes(batch, inputs, image_size),
             "roi_scores": batch.scores,
             "roi_num_detections": batch.num_detections,
         }
 
-    @staticmethod
-    def _class_outputs(logit):
-        """The class part of an inference dict, from one image's logits."""
-        return {
-            "class_logits": logit,
-            "class_probs": torch.sigmoid(logit),
-            "pred_class": logit.argmax(),
-        }
+
+def check_decision_threshold(threshold, num_classes):
+    """``threshold`` if it is None or a probability in [0, 1] for a two-class model.
+
+    Raises:
+        ValueError: naming ``MODEL.CT_CLASSIFIER.DECISION_THRESHOLD`` and the fix.
+    """
+    if threshold is None:
+        return None
+    if num_classes != 2:
+        raise ValueError(
+            f"MODEL.CT_CLASSIFIER.DECISION_THRESHOLD {threshold} needs two classes (the second "
+            f"the positive one), the model has {num_classes}; set it to -1 for the argmax"
+        )
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(
+            f"MODEL.CT_CLASSIFIER.DECISION_THRESHOLD must be a probability in [0, 1] (or -1 "
+            f"for the argmax), got {threshold}"
+        )
+    return float(threshold)
+
+
+def decide_class(class_probs, decision_threshold=None):
+    """The predicted class of one image from its class probabilities (K,).
+
+    The argmax (the paper) when ``decision_threshold`` is None; else, for two classes, class 1
+    when its probability (the score its ROC and AUC are computed from) is at least the
+    threshold, class 0 otherwise: an operating point of that ROC, chosen on a validation split
+    (``ct_lesion_d2.evaluation.operating_point``).
+    """
+    if decision_threshold is None:
+        return class_probs.argmax()
+    return (class_probs[1] >= decision_threshold).long()
+
+
+def class_outputs(logit, decision_threshold=None):
+    """The class part of an inference dict, from one image's logits (K,)."""
+    probs = torch.sigmoid(logit)
+    return {
+        "class_logits": logit,
+        "class_probs": probs,
+        "pred_class": decide_class(probs, decision_threshold),
+    }
 
 
 def _build_s(ct, backbone, roi_heads, image_branch=None):
