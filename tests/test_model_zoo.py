@@ -33,8 +33,9 @@ def test_every_zoo_file_has_its_published_hash_and_is_compact():
         assert zoo_weights(name) == path
 
 
-def test_zoo_file_carries_float16_weights_and_how_it_was_made():
-    path = zoo_weights(DEFAULT_ZOO_MODEL)
+@pytest.mark.parametrize("name", list(ZOO_MODELS))
+def test_zoo_file_carries_float16_weights_and_how_it_was_made(name):
+    path = zoo_weights(name)
     state = torch.load(path, map_location="cpu", weights_only=True)
     floats = [v for v in state["model"].values() if v.is_floating_point()]
     assert floats and all(v.dtype == torch.float16 for v in floats)
@@ -74,8 +75,9 @@ def test_zoo_config_and_default_predictor_config():
         build_predict_config("mask_rcnn_R18_T1_FPN1_lesion.yaml", zoo_model=DEFAULT_ZOO_MODEL)
 
 
-def test_zoo_model_finds_the_lesions_of_real_slices(shared_data):
-    predictor = CTLesionPredictor.from_zoo(device="cpu", confidence_threshold=0.5)
+@pytest.mark.parametrize("name", list(ZOO_MODELS))
+def test_zoo_model_finds_the_lesions_of_real_slices(shared_data, name):
+    predictor = CTLesionPredictor.from_zoo(name, device="cpu", confidence_threshold=0.5)
     # a validation slice of each source (never trained on): the union of the predicted masks
     # covers the radiologists' lesion mask
     cases = [("medseg100", "medseg_010.png"), ("covid19_ct_seg", "0050.png")]
