@@ -79,15 +79,15 @@ def validation_operating_point(val_folder, other_folders):
         dict: ``threshold``, ``positive_class`` and, per folder (validation first),
         ``argmax`` (the stored predictions' metrics) and ``at_threshold`` metrics.
     """
-    predictions, class_names = load_predictions(val_folder)
+    loaded = {folder: load_predictions(folder) for folder in [val_folder, *other_folders]}
+    predictions, class_names = loaded[val_folder]
     if len(class_names) != 2:
         raise ValueError(f"{val_folder}: a decision threshold needs two classes, {class_names}")
-    probs = np.asarray([p["class_probs"] for p in predictions], dtype=np.float64)
-    positives = np.asarray([p["class_id"] for p in predictions]) == 1
-    threshold = youden_threshold(probs[:, 1], positives)
+    threshold = youden_threshold(
+        [p["class_probs"][1] for p in predictions], [p["class_id"] == 1 for p in predictions]
+    )
     result = {"threshold": threshold, "positive_class": class_names[1], "splits": {}}
-    for folder in [val_folder, *other_folders]:
-        preds, names = load_predictions(folder)
+    for folder, (preds, names) in loaded.items():
         if names != class_names:
             raise ValueError(f"{folder}: classes {names} differ from {val_folder}'s {class_names}")
         stored, _ = classification_metrics(
