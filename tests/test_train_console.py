@@ -11,6 +11,7 @@ import pytest
 
 from ct_lesion_d2.data.converters import convert_layout
 from ct_lesion_d2.data.synthetic import generate_synthetic_slices
+from ct_lesion_d2.engine.trainer import nest_eval_results
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_NET = os.path.join(REPO, "tools", "train_net.py")
@@ -61,3 +62,25 @@ def test_terminal_is_short_and_the_log_is_complete_and_plain(datasets, tmp_path)
     assert "Running with full config" in verbose.stdout and "MAX_SIZE_TRAIN: 96" in verbose.stdout
     assert "\x1b" not in verbose.stdout  # a pipe is no terminal: no colour codes
     assert "\x1b" not in open(output / "log.txt").read()
+
+
+def test_results_summary_nests_one_or_several_datasets():
+    # EvalHook's flattened storage keys, back in DefaultTrainer.test's layouts
+    one = {"segm/AP50": 40.0, "lesion/dice": 70.0, "segm_TTA/AP50": 41.0, "lr": 0.02}
+    assert nest_eval_results(one) == {
+        "segm": {"AP50": 40.0},
+        "lesion": {"dice": 70.0},
+        "segm_TTA": {"AP50": 41.0},
+    }
+    several = {
+        "ct_lesion_medseg100_val/segm/AP50": 45.0,
+        "ct_lesion_covid19_ct_seg_val/lesion/dice": 70.0,
+        "ct_lesion_covid19_ct_seg_val_TTA/lesion/dice": 71.0,
+        "total_loss": 0.5,
+        "ct_lesion_medseg100_val/unknown_task/x": 1.0,
+    }
+    assert nest_eval_results(several) == {
+        "ct_lesion_medseg100_val": {"segm": {"AP50": 45.0}},
+        "ct_lesion_covid19_ct_seg_val": {"lesion": {"dice": 70.0}},
+        "ct_lesion_covid19_ct_seg_val_TTA": {"lesion": {"dice": 71.0}},
+    }

@@ -73,6 +73,8 @@ def main(args):
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         res = CTLesionTrainer.test(cfg, model)
+        if cfg.TEST.AUG.ENABLED:
+            res.update(CTLesionTrainer.test_with_TTA(cfg, model))
         verify_results(cfg, res)
         log_results(res)
         return res

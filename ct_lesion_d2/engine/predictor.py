@@ -101,6 +101,11 @@ class CTLesionPredictor:
         """
         if not cfg.MODEL.MASK_ON:
             raise ValueError("the segmentation config must have MODEL.MASK_ON True")
+        if cfg.TEST.AUG.ENABLED:
+            raise ValueError(
+                "TEST.AUG.ENABLED: the predictor runs one view per slice; test-time "
+                "augmentation is for tools/train_net.py --eval-only. Set TEST.AUG.ENABLED False"
+            )
         self.cfg = cfg.clone()
         self.classifier_cfg = classifier_cfg.clone() if classifier_cfg is not None else None
         if models is None:

@@ -9,9 +9,11 @@ so.
 
 import logging
 import os
+from collections import OrderedDict
 
 from detectron2.data import MetadataCatalog, build_detection_test_loader
 from detectron2.engine import DefaultTrainer, hooks
+from detectron2.modeling import GeneralizedRCNNWithTTA
 from detectron2.utils import comm
 
 from ..data.build import ResumableTrainLoader, build_resumable_train_loader
@@ -90,6 +92,32 @@ def match_num_classes(cfg):
     return cfg
 
 
+EVAL_TASKS = ("bbox", "segm", "lesion", "classification", "bbox_TTA", "segm_TTA", "lesion_TTA")
+
+
+def nest_eval_results(flat, tasks=EVAL_TASKS):
+    """Undo Detectron2's ``flatten_results_dict`` for the evaluation tasks.
+
+    Args:
+        flat (dict): ``{"segm/AP50": v}`` for one test dataset, ``{"<dataset>/segm/AP50": v}``
+            for several (``DefaultTrainer.test``'s layouts, flattened); other keys ("lr",
+            "total_loss", ...) are left out.
+        tasks (tuple[str]): the task names to keep (the evaluators' result keys).
+
+    Returns:
+        dict: ``{task: {metric: value}}``, or ``{dataset: {task: {metric: value}}}``.
+    """
+    results = {}
+    for key, value in flat.items():
+        parts = key.split("/")
+        at = next((i for i, part in enumerate(parts[:-1]) if part in tasks), None)
+        if at is None:
+            continue
+        node = results.setdefault("/".join(parts[:at]), {}) if at else results
+        node.setdefault(parts[at], {})["/".join(parts[at + 1 :])] = value
+    return results
+
+
 class CTLesionTrainer(DefaultTrainer):
     """``DefaultTrainer`` for both model kinds.
 
@@ -124,6 +152,10 @@ class CTLesionTrainer(DefaultTrainer):
         ret = [IterationSeed(self.cfg.SEED), NonFiniteLossCheck(self.checkpointer)]
         for hook in super().build_hooks():
             ret.append(UnlessFailed(hook) if isinstance(hook, hooks.EvalHook) else hook)
+        if self.cfg.TEST.AUG.ENABLED:
+            # After the plain evaluation of the final model, as Detectron2's own train_net does
+            tta = hooks.EvalHook(0, lambda: self.test_with_TTA(self.cfg, self.model))
+            ret.append(UnlessFailed(tta))
         return ret
 
     def resume_or_load(self, resume=True):
@@ -171,15 +203,12 @@ class CTLesionTrainer(DefaultTrainer):
         if not compat.TRAINER_SAVES_OPTIMIZER:
             self.optimizer.load_state_dict(state_dict["_trainer"]["optimizer"])
 
-    def eval_results(self, tasks=("bbox", "segm", "lesion", "classification")):
-        """The results of the last evaluation during training, ``{task: {metric: value}}``, as
-        ``EvalHook`` put them into the ``EventStorage`` (``"bbox/AP"`` ...)."""
-        results = {}
-        for key, (value, _) in self.storage.latest().items():
-            task, _, metric = key.partition("/")
-            if task in tasks and metric:
-                results.setdefault(task, {})[metric] = value
-        return results
+    def eval_results(self, tasks=EVAL_TASKS):
+        """The results of the last evaluation during training, as ``EvalHook`` put them into
+        the ``EventStorage``, in the layout ``DefaultTrainer.test`` returns them
+        (``nest_eval_results``)."""
+        flat = {key: value for key, (value, _) in self.storage.latest().items()}
+        return nest_eval_results(flat, tasks)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -190,6 +219,39 @@ class CTLesionTrainer(DefaultTrainer):
             return CTClassificationEvaluator(dataset_name, output_dir=output_folder)
         # COCOEvaluator (bbox, segm) and the lesion Dice / detection rates beside it
         return build_lesion_evaluators(cfg, dataset_name, output_folder)
+
+    @classmethod
+    def test_with_TTA(cls, cfg, model):
+        """Evaluate ``model`` with Detectron2's test-time augmentation, ``GeneralizedRCNNWithTTA``:
+        each slice at every shorter side of ``TEST.AUG.MIN_SIZES`` (at most
+        ``TEST.AUG.MAX_SIZE``), and mirrored left-right with ``TEST.AUG.FLIP``; the boxes of all
+        views are merged by NMS and the mask probabilities of the kept boxes averaged over the
+        views. The evaluators write to ``OUTPUT_DIR/inference_TTA/<dataset>``.
+
+        Returns:
+            dict: ``DefaultTrainer.test``'s results with ``_TTA`` after each key.
+
+        Raises:
+            ValueError: ``cfg`` builds a classifier, which has no test-time augmentation.
+        """
+        if is_classifier(cfg):
+            raise ValueError(
+                f"TEST.AUG.ENABLED: test-time augmentation is for the lesion segmenter, not "
+                f"{cfg.MODEL.META_ARCHITECTURE}; set TEST.AUG.ENABLED False"
+            )
+        logger.info(
+            "Test-time augmentation: shorter side %s, flip %s",
+            list(cfg.TEST.AUG.MIN_SIZES),
+            cfg.TEST.AUG.FLIP,
+        )
+        evaluators = [
+            cls.build_evaluator(
+                cfg, name, output_folder=os.path.join(cfg.OUTPUT_DIR, "inference_TTA", name)
+            )
+            for name in cfg.DATASETS.TEST
+        ]
+        results = cls.test(cfg, GeneralizedRCNNWithTTA(cfg, model), evaluators)
+        return OrderedDict((key + "_TTA", value) for key, value in results.items())
 
     @classmethod
     def build_train_loader(cls, cfg):
