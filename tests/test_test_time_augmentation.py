@@ -8,7 +8,7 @@ import pytest
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.env import seed_all_rng
-from tiny_opts import TINY_SEGMENTER  # tests/, on sys.path under pytest
+from tiny_opts import TINY_SCHEDULE, TINY_SEGMENTER  # tests/, on sys.path under pytest
 
 from ct_lesion_d2.data.converters import convert_layout
 from ct_lesion_d2.data.datasets import register_ct_lesion_coco
@@ -68,6 +68,18 @@ def test_flip_and_scales_change_the_predictions(synthetic_lesions, tmp_path):
     plain, tta = plain_and_tta(str(tmp_path / "out"), "(112, 128, 144)", True)
     assert tta["lesion_TTA"]["dice"] != pytest.approx(plain["lesion"]["dice"], abs=1e-6)
     assert os.path.isdir(tmp_path / "out" / "inference_TTA" / NAME)
+
+
+def test_training_ends_with_a_tta_evaluation(synthetic_lesions, tmp_path):
+    opts = [*TINY_SCHEDULE, "SOLVER.MAX_ITER", "2", "DATASETS.TRAIN", f"('{NAME}',)"]
+    opts += ["DATALOADER.CT_DATASET_REPEAT", "(1.0,)"]
+    cfg, _ = segmenter(str(tmp_path / "out"), [*opts, "TEST.AUG.ENABLED", "True"])
+    trainer = CTLesionTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    results = trainer.eval_results()
+    assert {"segm", "lesion", "segm_TTA", "lesion_TTA"} <= set(results)
+    assert (tmp_path / "out" / "inference_TTA" / NAME / "lesion_per_slice.json").is_file()
 
 
 def test_classifier_refuses_tta(tmp_path):
