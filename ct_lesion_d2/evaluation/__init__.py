@@ -11,6 +11,7 @@ from .classification_evaluation import (
     roc_curve,
     youden_threshold,
 )
+from .ensemble import average_predictions, evaluate_ensemble
 from .lesion_evaluation import (
     CTLesionEvaluator,
     annotation_rles,
@@ -24,6 +25,8 @@ from .lesion_evaluation import (
 from .operating_point import load_predictions, metrics_at_threshold, validation_operating_point
 
 __all__ = [
+    "average_predictions",
+    "evaluate_ensemble",
     "CTClassificationEvaluator",
     "CTLesionEvaluator",
     "annotation_rles",
