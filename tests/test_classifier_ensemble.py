@@ -33,8 +33,8 @@ def two_runs(tmp_path):
 
 def test_mean_probabilities_by_hand(two_runs, tmp_path):
     assert evaluate(tmp_path / "again_a", RUN_A, TRUE)["accuracy"] == pytest.approx(50.0)
-    averaged, names = average_predictions(two_runs)
-    assert names == CLASSES
+    averaged, summary = average_predictions(two_runs)
+    assert summary["class_names"] == CLASSES
     assert [p["class_id"] for p in averaged] == TRUE
     assert np.allclose([p["class_probs"][1] for p in averaged], MEAN)
     metrics = evaluate_ensemble(two_runs, str(tmp_path / "ens"))["classification"]

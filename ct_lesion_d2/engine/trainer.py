@@ -92,7 +92,19 @@ def match_num_classes(cfg):
     return cfg
 
 
-EVAL_TASKS = ("bbox", "segm", "lesion", "classification", "bbox_TTA", "segm_TTA", "lesion_TTA")
+_TASKS = ("bbox", "segm", "lesion", "classification")
+# with TEST.AUG.ENABLED and one test dataset, test_with_TTA's results are "<task>_TTA"
+EVAL_TASKS = _TASKS + tuple(task + "_TTA" for task in _TASKS)
+
+
+def check_test_time_augmentation(cfg):
+    """Refuse ``TEST.AUG.ENABLED`` for a classifier (``GeneralizedRCNNWithTTA`` wraps a
+    segmenter), before any training or evaluation is spent."""
+    if cfg.TEST.AUG.ENABLED and is_classifier(cfg):
+        raise ValueError(
+            f"TEST.AUG.ENABLED: test-time augmentation is for the lesion segmenter, not "
+            f"{cfg.MODEL.META_ARCHITECTURE}; set TEST.AUG.ENABLED False"
+        )
 
 
 def nest_eval_results(flat, tasks=EVAL_TASKS):
@@ -152,6 +164,7 @@ class CTLesionTrainer(DefaultTrainer):
         ret = [IterationSeed(self.cfg.SEED), NonFiniteLossCheck(self.checkpointer)]
         for hook in super().build_hooks():
             ret.append(UnlessFailed(hook) if isinstance(hook, hooks.EvalHook) else hook)
+        check_test_time_augmentation(self.cfg)
         if self.cfg.TEST.AUG.ENABLED:
             # After the plain evaluation of the final model, as Detectron2's own train_net does
             tta = hooks.EvalHook(0, lambda: self.test_with_TTA(self.cfg, self.model))
@@ -234,11 +247,7 @@ class CTLesionTrainer(DefaultTrainer):
         Raises:
             ValueError: ``cfg`` builds a classifier, which has no test-time augmentation.
         """
-        if is_classifier(cfg):
-            raise ValueError(
-                f"TEST.AUG.ENABLED: test-time augmentation is for the lesion segmenter, not "
-                f"{cfg.MODEL.META_ARCHITECTURE}; set TEST.AUG.ENABLED False"
-            )
+        check_test_time_augmentation(cfg)
         logger.info(
             "Test-time augmentation: shorter side %s, flip %s",
             list(cfg.TEST.AUG.MIN_SIZES),

@@ -9,14 +9,13 @@ ensemble's folder goes on to ``tools/choose_decision_threshold.py`` like any run
 """
 
 import argparse
-import json
 import os
 
 import numpy as np
 import torch
 
 from .classification_evaluation import CTClassificationEvaluator
-from .operating_point import load_predictions
+from .operating_point import load_evaluation, load_predictions
 
 __all__ = ["average_predictions", "evaluate_ensemble"]
 
@@ -28,8 +27,9 @@ def average_predictions(folders):
         folders (list[str]): evaluator folders of one split, one per model (at least two).
 
     Returns:
-        tuple(list[dict], list[str]): ``image_id``, ``class_id`` and the mean ``class_probs``
-        (np.ndarray) per image, in the first folder's order; the class names.
+        tuple(list[dict], dict): ``image_id``, ``class_id`` and the mean ``class_probs``
+        (np.ndarray) per image, in the first folder's order; the first folder's evaluation
+        summary (``class_names``, ``dataset``).
 
     Raises:
         ValueError: fewer than two folders, or folders that differ in their classes, images or
@@ -37,7 +37,8 @@ def average_predictions(folders):
     """
     if len(folders) < 2:
         raise ValueError(f"an ensemble needs the predictions of two models or more: {folders}")
-    first, class_names = load_predictions(folders[0])
+    first, summary = load_evaluation(folders[0])
+    class_names = summary["class_names"]
     truth = {p["image_id"]: p["class_id"] for p in first}
     probs = [np.asarray([p["class_probs"] for p in first], dtype=np.float64)]
     for folder in folders[1:]:
@@ -56,7 +57,7 @@ def average_predictions(folders):
         {"image_id": p["image_id"], "class_id": p["class_id"], "class_probs": m}
         for p, m in zip(first, mean)
     ]
-    return averaged, class_names
+    return averaged, summary
 
 
 def evaluate_ensemble(folders, output_dir=None):
@@ -66,11 +67,10 @@ def evaluate_ensemble(folders, output_dir=None):
     Returns:
         OrderedDict: the evaluator's ``{"classification": {metric: percent}}``.
     """
-    averaged, class_names = average_predictions(folders)
-    with open(os.path.join(folders[0], "classification_metrics.json")) as f:
-        dataset = json.load(f).get("dataset", "ensemble")
-    evaluator = CTClassificationEvaluator(dataset, output_dir, False, class_names=class_names)
-    evaluator.reset()
+    averaged, summary = average_predictions(folders)
+    evaluator = CTClassificationEvaluator(
+        summary.get("dataset", "ensemble"), output_dir, False, class_names=summary["class_names"]
+    )
     inputs = [{"image_id": p["image_id"], "class_id": p["class_id"]} for p in averaged]
     outputs = []
     for p in averaged:

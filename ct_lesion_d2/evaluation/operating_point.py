@@ -21,17 +21,19 @@ from .classification_evaluation import classification_metrics, youden_threshold
 
 __all__ = [
     "format_operating_point",
+    "load_evaluation",
     "load_predictions",
     "metrics_at_threshold",
     "validation_operating_point",
 ]
 
 
-def load_predictions(folder):
-    """The per-image predictions a ``CTClassificationEvaluator`` wrote in ``folder``.
+def load_evaluation(folder):
+    """The per-image predictions and the summary a ``CTClassificationEvaluator`` wrote in
+    ``folder`` (``classification_metrics.json``: ``dataset``, ``class_names``, ``metrics`` ...).
 
     Returns:
-        tuple(list[dict], list[str]): the predictions and the class names.
+        tuple(list[dict], dict): the predictions and the summary.
 
     Raises:
         FileNotFoundError: naming the missing file and how it is made.
@@ -49,8 +51,21 @@ def load_predictions(folder):
     with open(files[0]) as f:
         predictions = json.load(f)
     with open(files[1]) as f:
-        class_names = json.load(f)["class_names"]
-    return predictions, class_names
+        summary = json.load(f)
+    return predictions, summary
+
+
+def load_predictions(folder):
+    """The per-image predictions a ``CTClassificationEvaluator`` wrote in ``folder``.
+
+    Returns:
+        tuple(list[dict], list[str]): the predictions and the class names.
+
+    Raises:
+        FileNotFoundError: naming the missing file and how it is made.
+    """
+    predictions, summary = load_evaluation(folder)
+    return predictions, summary["class_names"]
 
 
 def metrics_at_threshold(predictions, class_names, threshold):
