@@ -100,6 +100,12 @@ def add_ct_lesion_config(cfg):
 
     # Optimizer: "SGD" (Detectron2's default) or "ADAM" (the paper: Adam, lr 1e-5, wd 1e-3).
     cfg.SOLVER.CT_OPTIMIZER = "SGD"
+    # Stochastic weight averaging (engine/hooks.py, WeightAverage): the model trained is the
+    # mean of its weights (and BatchNorm statistics) from iteration START * MAX_ITER to the end
+    # (0.75: the last quarter of training; Izmailov et al. 2018). Off in the paper's configs.
+    cfg.SOLVER.SWA = CN()
+    cfg.SOLVER.SWA.ENABLED = False
+    cfg.SOLVER.SWA.START = 0.75
 
     # COVID-CT-Mask-Net image classifier (docs/PAPER.md, section 2), "CTMaskNetClassifier".
     cfg.MODEL.CT_CLASSIFIER = CN()

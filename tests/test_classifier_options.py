@@ -6,7 +6,9 @@ import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.engine import hooks
 from detectron2.modeling import build_model
+from detectron2.utils.env import seed_all_rng
 from tiny_opts import TINY_CLASSIFIER  # tests/, on sys.path under pytest
 
 from ct_lesion_d2.data.datasets import register_ct_classification
@@ -190,6 +192,42 @@ def test_option_gives_the_same_s_inputs_cached_and_uncached_and_trains(
     assert uncached.iter == 2
 
 
+def test_weight_average_of_the_image_branch_classifier(synthetic_classes, segmenter_path, tmp_path):
+    """SOLVER.SWA on the cached image-branch classifier: the model after training is the mean
+    of the last iterates of a plain run, BatchNorm statistics of the branch included."""
+
+    def train(name, extra):
+        cfg = options_cfg(tmp_path / name, segmenter_path, "image_logits")
+        cfg.defrost()
+        cfg.merge_from_list(["SOLVER.MAX_ITER", "4"] + extra)
+        seed_all_rng(0)  # the same initial S and branch (train_net's default_setup does this)
+        trainer = CTLesionTrainer(cfg)
+        trainer.resume_or_load(resume=False)
+        iterates = []
+        trainer.register_hooks(
+            [hooks.CallbackHook(after_step=lambda t: iterates.append(copy_weights(t.model)))]
+        )
+        trainer.train()
+        return iterates
+
+    plain = train("plain", [])
+    averaged = train("swa", ["SOLVER.SWA.ENABLED", "True", "SOLVER.SWA.START", "0.5"])
+    for k, v in plain[3].items():
+        if v.is_floating_point():
+            mean = (plain[2][k] + v) / 2
+            torch.testing.assert_close(averaged[3][k], mean, rtol=1e-5, atol=1e-6, msg=k)
+        else:
+            assert torch.equal(averaged[3][k], v), k
+    moved = [k for k, v in plain[3].items() if not torch.equal(averaged[3][k], v)]
+    assert any(k.startswith("image_branch.") and "running_mean" in k for k in moved)
+    assert any(k.startswith("classifier.") for k in moved)
+    assert not any(k.startswith("backbone.") for k in moved)  # the frozen detector
+
+
+def copy_weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
 def test_augmented_views_are_reproducible_and_differ(synthetic_classes, segmenter_path, tmp_path):
     cfg = options_cfg(tmp_path, segmenter_path, "all_with_views")
     cfg.MODEL.CT_CLASSIFIER.CACHE_AUGMENTED_VIEWS = 2
@@ -302,6 +340,7 @@ def test_export_carries_roi_head_features_and_refuses_slice_features(tmp_path):
         "classifier_R18_T1_ucsd_realct_cpu.yaml",
         "classifier_R18_T1_ucsd_realct_features_cpu.yaml",
         "classifier_R18_T1_ucsd_realct_image_cpu.yaml",
+        "classifier_R18_T1_ucsd_realct_image_swa_cpu.yaml",
     ],
 )
 def test_realct_classifiers_take_every_key_of_their_segmenter(name):

@@ -238,3 +238,32 @@ def test_training_again_into_a_finished_run_needs_resume_or_overwrite(
     assert result.returncode == 0, result.stderr[-3000:]
     assert "--overwrite: removed 4 checkpoint files" in result.stdout
     assert_same_weights(str(final), reference[1])
+
+
+SWA = ["SOLVER.SWA.ENABLED", "True", "SOLVER.SWA.START", "0.5"]  # iterations 3, 4, 5 averaged
+
+
+def test_kill_while_weights_are_averaged(datasets_root, reference, tmp_path):
+    """SOLVER.SWA: the average so far is in the checkpoints, so the resumed run's final model
+    is the uninterrupted run's average of the same iterates."""
+    uninterrupted = tmp_path / "uninterrupted"
+    result = train(datasets_root, uninterrupted, args=SWA)
+    assert result.returncode == 0, result.stderr[-3000:]
+    averaged = uninterrupted / "model_final.pth"
+    assert any(
+        not torch.equal(v, weights(reference[1])[k]) for k, v in weights(averaged).items()
+    ), "the average is the plain run's last iterate"
+
+    def hooks_state(path):
+        return torch.load(path, weights_only=False)["trainer"].get("hooks", {})
+
+    assert "WeightAverage" not in hooks_state(uninterrupted / "model_0000001.pth")
+    assert "WeightAverage" in hooks_state(uninterrupted / "model_0000003.pth")
+
+    run = tmp_path / "killed"
+    killed(train(datasets_root, run, fault="iteration:4", args=SWA))
+    assert last_checkpoint(run) == "model_0000003.pth"
+    result = train(datasets_root, run, resume=True, args=SWA)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Starting training from iteration 4" in result.stdout + result.stderr
+    assert_same_weights(str(run / "model_final.pth"), str(averaged))

@@ -276,3 +276,49 @@ def test_loader_batches_do_not_depend_on_workers_or_start(synthetic_sets, tmp_pa
                 assert torch.equal(seen[name], image.flip(-1))
             seen[name] = image
     assert differing
+
+
+# ----------------------------------------------------------------------------- weight averaging
+
+
+def test_weight_average_is_the_mean_of_the_last_iterates(synthetic_sets, tmp_path):
+    plain = run(make_trainer(tmp_path / "plain"))
+    swa = ["SOLVER.SWA.ENABLED", "True", "SOLVER.SWA.START", "0.5"]
+    averaged = run(make_trainer(tmp_path / "swa", extra=swa))
+    # the average does not touch training: the same iterates up to the last step
+    assert averaged.losses == plain.losses
+    for k, v in plain.weights[2].items():
+        assert torch.equal(averaged.weights[2][k], v), k
+    # after the last step the model holds the mean of the iterates 2 and 3 (START 0.5 of 4)
+    final = averaged.weights[3]
+    moved = 0
+    for k, v in plain.weights[3].items():
+        if v.is_floating_point():
+            mean = (plain.weights[2][k] + v) / 2
+            torch.testing.assert_close(final[k], mean, rtol=1e-5, atol=1e-6, msg=k)
+            moved += not torch.equal(final[k], v)
+        else:
+            assert torch.equal(final[k], v), k
+    assert moved > 0
+    # ... and so does the final checkpoint
+    saved = torch.load(tmp_path / "swa" / "model_final.pth", weights_only=False)
+    for k, v in final.items():
+        assert torch.equal(saved["model"][k], v), k
+    # its trainer state does not carry a second copy of the model
+    assert "LRScheduler" in saved["trainer"]["hooks"]  # where a hook's state would be
+    assert "WeightAverage" not in saved["trainer"]["hooks"]
+
+
+def test_weight_average_of_the_last_iterate_alone_is_the_plain_model(synthetic_sets, tmp_path):
+    plain = run(make_trainer(tmp_path / "plain", max_iter=2))
+    swa = ["SOLVER.SWA.ENABLED", "True", "SOLVER.SWA.START", "0.5"]
+    last_only = run(make_trainer(tmp_path / "swa", max_iter=2, extra=swa))
+    for k, v in plain.weights[1].items():
+        assert torch.equal(last_only.weights[1][k], v), k
+
+
+@pytest.mark.parametrize("start", ["1.0", "-0.1"])
+def test_weight_average_start_outside_the_run_is_refused(synthetic_sets, tmp_path, start):
+    swa = ["SOLVER.SWA.ENABLED", "True", "SOLVER.SWA.START", start]
+    with pytest.raises(ValueError, match=r"SOLVER.SWA.START is .*must be in \[0, 1\)"):
+        make_trainer(tmp_path, extra=swa)

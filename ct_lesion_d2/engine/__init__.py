@@ -1,6 +1,6 @@
 from ..config import resolve_device
 from .checkpoint import AtomicDetectionCheckpointer, IncompleteCheckpointError
-from .hooks import NonFiniteLossError
+from .hooks import NonFiniteLossError, WeightAverage
 from .predictor import CTLesionPredictor, SlicePrediction, build_predict_config
 from .trainer import (
     CTLesionTrainer,
@@ -15,6 +15,7 @@ __all__ = [
     "IncompleteCheckpointError",
     "NonFiniteLossError",
     "SlicePrediction",
+    "WeightAverage",
     "build_predict_config",
     "is_classifier",
     "match_num_classes",

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from detectron2.engine import HookBase
 from detectron2.utils import comm
+from torch.nn.parallel import DataParallel, DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel
 
 from ..data.build import derived_seed
 
@@ -173,3 +175,69 @@ class TrainingProgress(HookBase):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+class WeightAverage(HookBase):
+    """Stochastic weight averaging (``SOLVER.SWA``; Izmailov et al. 2018): the mean of the
+    model's weights over the last part of training, kept by PyTorch's ``AveragedModel``.
+
+    From iteration ``start_iter`` on, after every optimizer step, the average takes in the
+    model's parameters and buffers (the BatchNorm statistics too: ``use_buffers``). After the
+    last iteration's step it is loaded into the trainer's model, so ``model_final.pth``, the
+    final evaluation and an export hold the average; evaluations during training see the
+    current weights. The average is part of the trainer's checkpoints (``state_dict``), so a
+    resumed run continues it. Register it before ``PeriodicCheckpointer`` and ``EvalHook``:
+    their ``after_step`` of the last iteration must see the average.
+
+    Args:
+        start_iter (int): the first iteration whose weights join the average.
+    """
+
+    def __init__(self, start_iter):
+        self.start_iter = int(start_iter)
+        self._average = None
+        self._resumed = None
+        self._applied = False
+
+    def _module(self):
+        model = self.trainer.model
+        if isinstance(model, (DistributedDataParallel, DataParallel)):
+            return model.module
+        return model
+
+    def before_train(self):
+        self._average = AveragedModel(self._module(), use_buffers=True)
+        if self._resumed is not None:
+            self._average.load_state_dict(self._resumed)
+            self._resumed = None
+
+    def after_step(self):
+        if self.trainer.iter < self.start_iter:
+            return
+        self._average.update_parameters(self._module())
+        if self.trainer.iter == self.trainer.max_iter - 1:
+            module = self._module()
+            current = module.state_dict()
+            # AveragedModel keeps integer buffers (BatchNorm's num_batches_tracked) as first
+            # copied: the model keeps its own
+            averaged = {
+                k: v if v.is_floating_point() else current[k]
+                for k, v in self._average.module.state_dict().items()
+            }
+            module.load_state_dict(averaged)
+            self._applied = True
+
+    @property
+    def num_averaged(self):
+        """How many iterations' weights the average holds."""
+        return 0 if self._average is None else int(self._average.n_averaged)
+
+    def state_dict(self):
+        # Nothing to save before the average starts, or once the model holds it.
+        if self.num_averaged == 0 or self._applied:
+            return {}
+        return self._average.state_dict()
+
+    def load_state_dict(self, state_dict):
+        # The trainer loads checkpoints before training starts, before the average exists.
+        self._resumed = state_dict

@@ -28,7 +28,7 @@ from ..solver import build_ct_optimizer
 from ..utils import compat
 from .checkpoint import make_atomic, resume_or_load
 from .data_order import data_order_record, recorded_seed, write_data_order
-from .hooks import IterationSeed, NonFiniteLossCheck, UnlessFailed
+from .hooks import IterationSeed, NonFiniteLossCheck, UnlessFailed, WeightAverage
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +130,21 @@ def nest_eval_results(flat, tasks=EVAL_TASKS):
     return results
 
 
+def weight_average_start(cfg):
+    """The first iteration averaged by ``SOLVER.SWA`` (``START`` of ``SOLVER.MAX_ITER``).
+
+    Raises:
+        ValueError: ``SOLVER.SWA.START`` is not in [0, 1).
+    """
+    start = cfg.SOLVER.SWA.START
+    if not 0.0 <= start < 1.0:
+        raise ValueError(
+            f"SOLVER.SWA.START is {start}: the fraction of SOLVER.MAX_ITER after which the "
+            "weights are averaged must be in [0, 1), e.g. 0.75"
+        )
+    return int(start * cfg.SOLVER.MAX_ITER)
+
+
 class CTLesionTrainer(DefaultTrainer):
     """``DefaultTrainer`` for both model kinds.
 
@@ -145,7 +160,8 @@ class CTLesionTrainer(DefaultTrainer):
     (``build_resumable_train_loader``, ``IterationSeed``), so a resumed run reaches the weights of
     the uninterrupted one. The seed and the data order are written to
     ``OUTPUT_DIR/data_order.json``. A non-finite loss raises ``NonFiniteLossError`` before the
-    optimizer step (``NonFiniteLossCheck``), and no checkpoint or evaluation follows it.
+    optimizer step (``NonFiniteLossCheck``), and no checkpoint or evaluation follows it. With
+    ``SOLVER.SWA.ENABLED`` the final model is the mean of the last iterates (``WeightAverage``).
 
     Attributes:
         resumed_from (str or None): the checkpoint ``resume_or_load`` resumed from.
@@ -162,6 +178,10 @@ class CTLesionTrainer(DefaultTrainer):
 
     def build_hooks(self):
         ret = [IterationSeed(self.cfg.SEED), NonFiniteLossCheck(self.checkpointer)]
+        if self.cfg.SOLVER.SWA.ENABLED:
+            # First: it copies the model before NonFiniteLossCheck hooks into its forward, and
+            # the checkpointer and the evaluation after the last step must see the average
+            ret.insert(0, WeightAverage(weight_average_start(self.cfg)))
         for hook in super().build_hooks():
             ret.append(UnlessFailed(hook) if isinstance(hook, hooks.EvalHook) else hook)
         check_test_time_augmentation(self.cfg)
