@@ -2,6 +2,7 @@
 loss (in-process, a few iterations on synthetic 128 px slices)."""
 
 import hashlib
+import logging
 import os
 import random
 
@@ -322,3 +323,17 @@ def test_weight_average_start_outside_the_run_is_refused(synthetic_sets, tmp_pat
     swa = ["SOLVER.SWA.ENABLED", "True", "SOLVER.SWA.START", start]
     with pytest.raises(ValueError, match=r"SOLVER.SWA.START is .*must be in \[0, 1\)"):
         make_trainer(tmp_path, extra=swa)
+
+
+def test_weight_average_says_when_a_resumed_run_starts_it_late(synthetic_sets, tmp_path, caplog):
+    run(make_trainer(tmp_path, max_iter=2))  # no SWA; checkpoints after iterations 1 (and final)
+    os.remove(tmp_path / "model_final.pth")
+    with open(tmp_path / "last_checkpoint", "w") as f:
+        f.write("model_0000001.pth")
+    swa = ["SOLVER.SWA.ENABLED", "True", "SOLVER.SWA.START", "0.25"]  # from iteration 1 of 4
+    trainer = CTLesionTrainer(make_cfg(tmp_path, max_iter=4, extra=swa))
+    trainer.resume_or_load(resume=True)
+    assert trainer.start_iter == 2
+    with caplog.at_level(logging.WARNING, logger="ct_lesion_d2.engine.hooks"):
+        trainer.train()
+    assert "the average starts at iteration 2 instead of 1" in caplog.text

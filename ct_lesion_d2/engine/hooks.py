@@ -1,5 +1,6 @@
 """Training hooks of the project."""
 
+import logging
 import math
 import random
 import sys
@@ -12,6 +13,8 @@ from torch.nn.parallel import DataParallel, DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel
 
 from ..data.build import derived_seed
+
+logger = logging.getLogger(__name__)
 
 # Key of the model's seed sequence (the data streams use others, see data/build.py).
 _MODEL_STREAM = 3
@@ -210,6 +213,14 @@ class WeightAverage(HookBase):
         if self._resumed is not None:
             self._average.load_state_dict(self._resumed)
             self._resumed = None
+        elif self.trainer.start_iter > self.start_iter:
+            # resumed from a checkpoint written before the average started, or without SWA
+            logger.warning(
+                "SOLVER.SWA: the checkpoint resumed from holds no weight average, so the "
+                "average starts at iteration %d instead of %d",
+                self.trainer.start_iter,
+                self.start_iter,
+            )
 
     def after_step(self):
         if self.trainer.iter < self.start_iter:
