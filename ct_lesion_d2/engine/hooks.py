@@ -9,10 +9,10 @@ import numpy as np
 import torch
 from detectron2.engine import HookBase
 from detectron2.utils import comm
-from torch.nn.parallel import DataParallel, DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel
 
 from ..data.build import derived_seed
+from ..utils import unwrap_model
 
 logger = logging.getLogger(__name__)
 
@@ -198,18 +198,11 @@ class WeightAverage(HookBase):
 
     def __init__(self, start_iter):
         self.start_iter = int(start_iter)
-        self._average = None
+        self._average = None  # from before_train until the model holds the average
         self._resumed = None
-        self._applied = False
-
-    def _module(self):
-        model = self.trainer.model
-        if isinstance(model, (DistributedDataParallel, DataParallel)):
-            return model.module
-        return model
 
     def before_train(self):
-        self._average = AveragedModel(self._module(), use_buffers=True)
+        self._average = AveragedModel(unwrap_model(self.trainer.model), use_buffers=True)
         if self._resumed is not None:
             self._average.load_state_dict(self._resumed)
             self._resumed = None
@@ -225,9 +218,9 @@ class WeightAverage(HookBase):
     def after_step(self):
         if self.trainer.iter < self.start_iter:
             return
-        self._average.update_parameters(self._module())
+        module = unwrap_model(self.trainer.model)
+        self._average.update_parameters(module)
         if self.trainer.iter == self.trainer.max_iter - 1:
-            module = self._module()
             current = module.state_dict()
             # AveragedModel keeps integer buffers (BatchNorm's num_batches_tracked) as first
             # copied: the model keeps its own
@@ -236,16 +229,17 @@ class WeightAverage(HookBase):
                 for k, v in self._average.module.state_dict().items()
             }
             module.load_state_dict(averaged)
-            self._applied = True
+            self._average = None  # the model holds it: nothing more to keep or checkpoint
 
     @property
     def num_averaged(self):
-        """How many iterations' weights the average holds."""
+        """How many iterations' weights the average holds (0 before it starts and once the
+        model holds it)."""
         return 0 if self._average is None else int(self._average.n_averaged)
 
     def state_dict(self):
         # Nothing to save before the average starts, or once the model holds it.
-        if self.num_averaged == 0 or self._applied:
+        if self.num_averaged == 0:
             return {}
         return self._average.state_dict()
 

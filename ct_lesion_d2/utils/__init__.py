@@ -27,4 +27,14 @@ def ensure_detectron2_C():
     return not getattr(module, "IS_PLACEHOLDER", False)
 
 
+def unwrap_model(model):
+    """The module inside a ``DistributedDataParallel`` or ``DataParallel`` wrapper (as
+    Detectron2's ``create_ddp_model`` makes it), or ``model`` itself."""
+    from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+    if isinstance(model, (DistributedDataParallel, DataParallel)):
+        return model.module
+    return model
+
+
 ensure_detectron2_C()

@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from detectron2.data import get_detection_dataset_dicts
 from detectron2.utils import comm
-from torch.nn.parallel import DataParallel, DistributedDataParallel
 from tqdm import tqdm
 
 from ...data.build import build_resumable_train_loader
 from ...data.mappers import ClassificationDatasetMapper
+from ...utils import unwrap_model
 
 __all__ = [
     "AugmentedViews",
@@ -115,9 +115,7 @@ class RoIBatchCache:
 
     def bind(self, model):
         """Use ``model`` (a ``CTMaskNetClassifier``, DDP-wrapped or not) to compute the rows."""
-        if isinstance(model, (DistributedDataParallel, DataParallel)):
-            model = model.module
-        self.model = model
+        self.model = unwrap_model(model)
 
     def loader_records(self):
         """The records handed to the loader: each knows its place in the cache."""
