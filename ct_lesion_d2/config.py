@@ -147,8 +147,10 @@ def add_ct_lesion_config(cfg):
     cfg.MODEL.CT_CLASSIFIER.BURDEN_SCORE_THRESH = 0.5
     # Global average of the RoI heads' feature map (FPN.OUT_CHANNELS numbers), side branch.
     cfg.MODEL.CT_CLASSIFIER.GLOBAL_FEATURES = False
-    # A trainable whole-slice CNN from scratch (image_branch.py: "" off, or "resnet18") whose
-    # pooled features join S's side branch; it trains with S, so it is never cached.
+    # A trainable whole-slice CNN (image_branch.py: "" off; "resnet18", torchvision's, from
+    # scratch; "detector_backbone", a copy of the detector's ResNet initialised from
+    # SEGMENTATION_WEIGHTS; "ct_resnet", that architecture from scratch) beside S; it trains
+    # with S, so it is never cached.
     cfg.MODEL.CT_CLASSIFIER.IMAGE_BRANCH = ""
     # Where the image branch's features go: "features" (S's side branch) or "logits" (a linear
     # layer of its own, its logits added to S's).

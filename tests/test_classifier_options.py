@@ -76,6 +76,20 @@ OPTIONS = {
         "MODEL.CT_CLASSIFIER.IMAGE_BRANCH_FUSION",
         "logits",
     ],
+    "image_detector_backbone": [
+        "MODEL.CT_CLASSIFIER.IMAGE_BRANCH",
+        "detector_backbone",
+        "MODEL.CT_CLASSIFIER.IMAGE_BRANCH_SIZE",
+        "64",
+        "MODEL.CT_CLASSIFIER.IMAGE_BRANCH_FUSION",
+        "logits",
+    ],
+    "image_ct_resnet": [
+        "MODEL.CT_CLASSIFIER.IMAGE_BRANCH",
+        "ct_resnet",
+        "MODEL.CT_CLASSIFIER.IMAGE_BRANCH_SIZE",
+        "64",
+    ],
     "all_with_views": BURDEN
     + [
         "MODEL.CT_CLASSIFIER.ROI_HEAD_FEATURES",
@@ -100,6 +114,8 @@ LAYOUT = {
     "global": (5, 256, 0),
     "image": (5, 0, 512),
     "image_logits": (5, 0, 0),
+    "image_detector_backbone": (5, 0, 0),
+    "image_ct_resnet": (5, 0, 256),
     "all_with_views": (133, 266, 0),
 }
 
@@ -224,6 +240,39 @@ def test_weight_average_of_the_image_branch_classifier(synthetic_classes, segmen
     assert not any(k.startswith("backbone.") for k in moved)  # the frozen detector
 
 
+def test_detector_backbone_branch_starts_from_the_segmenter_and_trains_apart(
+    synthetic_classes, segmenter_path, tmp_path
+):
+    """IMAGE_BRANCH detector_backbone: a copy of the detector's ResNet, filled from the
+    segmentation checkpoint when training starts; it trains while the detector stays frozen."""
+    trainer = CTLesionTrainer(options_cfg(tmp_path, segmenter_path, "image_detector_backbone"))
+    trainer.resume_or_load(resume=False)
+    model = trainer.model
+    saved = torch.load(segmenter_path, weights_only=False)["model"]
+    branch = model.image_branch.net.body.state_dict()
+    assert set(branch) == {k[len("backbone.bottom_up.") :] for k in saved if "bottom_up." in k}
+    for key, value in branch.items():
+        assert torch.equal(value, saved[f"backbone.bottom_up.{key}"]), key
+    assert model.image_feature_dim == 0 and model.image_branch.out_features == 256
+    # a copy, not the detector's modules: training moves the branch alone
+    detector = copy_weights(model.backbone)
+    trainer.train()
+    assert not all(
+        torch.equal(v, saved[f"backbone.bottom_up.{k}"])
+        for k, v in model.image_branch.net.body.state_dict().items()
+    )
+    assert all(torch.equal(v, detector[k]) for k, v in model.backbone.state_dict().items())
+    # the control: the same architecture, not filled from the checkpoint
+    control = CTLesionTrainer(options_cfg(tmp_path / "control", segmenter_path, "image_ct_resnet"))
+    control.resume_or_load(resume=False)
+    weights = control.model.image_branch.net.body.state_dict()
+    assert set(weights) == set(branch)
+    kernels = [k for k, v in weights.items() if v.dim() == 4]  # GroupNorm starts at 1 and 0
+    assert kernels and not any(
+        torch.equal(weights[k], saved[f"backbone.bottom_up.{k}"]) for k in kernels
+    )
+
+
 def copy_weights(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -281,6 +330,8 @@ def test_image_branch_keeps_the_aspect_ratio_and_names_its_key():
     assert features.shape == (2, 512) and torch.isfinite(features).all()
     with pytest.raises(ValueError, match="MODEL.CT_CLASSIFIER.IMAGE_BRANCH"):
         ImageBranch("vgg11", 64, [128.0] * 3, [64.0] * 3)
+    with pytest.raises(ValueError, match="needs the detector's bottom-up ResNet"):
+        ImageBranch("detector_backbone", 64, [128.0] * 3, [64.0] * 3)
 
 
 def test_image_branch_learns_at_its_own_rate():
@@ -341,6 +392,7 @@ def test_export_carries_roi_head_features_and_refuses_slice_features(tmp_path):
         "classifier_R18_T1_ucsd_realct_features_cpu.yaml",
         "classifier_R18_T1_ucsd_realct_image_cpu.yaml",
         "classifier_R18_T1_ucsd_realct_image_swa_cpu.yaml",
+        "classifier_R18_T1_ucsd_realct_detector_backbone_swa_cpu.yaml",
     ],
 )
 def test_realct_classifiers_take_every_key_of_their_segmenter(name):

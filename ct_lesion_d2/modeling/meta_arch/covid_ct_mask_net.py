@@ -254,6 +254,7 @@ class CTMaskNetClassifier(GeneralizedRCNN):
                 cfg.MODEL.PIXEL_STD,
                 ct.IMAGE_BRANCH_FUSION,
                 ct.NUM_CLASSES,
+                detector_bottom_up=base["backbone"].bottom_up,
             )
         return {
             **base,

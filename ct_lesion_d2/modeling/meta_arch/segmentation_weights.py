@@ -18,6 +18,8 @@ from typing import List, NamedTuple, Tuple
 
 from detectron2.checkpoint import DetectionCheckpointer
 
+from ...utils import unwrap_model
+
 logger = logging.getLogger(__name__)
 
 
@@ -97,7 +99,8 @@ def is_classifier_config(cfg):
 
 
 def initialize_from_segmenter(model, cfg):
-    """The step before training a new classifier: its detector from ``SEGMENTATION_WEIGHTS``.
+    """The step before training a new classifier: its detector from ``SEGMENTATION_WEIGHTS``,
+    and a ``"detector_backbone"`` image branch from that detector's ResNet.
 
     ``MODEL.WEIGHTS``, when given, is loaded after it by the trainer's checkpointer, as
     Detectron2 loads it for any model. A segmenter config leaves ``model`` unchanged.
@@ -107,7 +110,16 @@ def initialize_from_segmenter(model, cfg):
     """
     if not is_classifier_config(cfg):
         return None
-    return load_segmentation_weights(model, cfg.MODEL.CT_CLASSIFIER.SEGMENTATION_WEIGHTS)
+    report = load_segmentation_weights(model, cfg.MODEL.CT_CLASSIFIER.SEGMENTATION_WEIGHTS)
+    classifier = unwrap_model(model)
+    if report.path and classifier.image_branch is not None:
+        copied = classifier.image_branch.initialize_from_detector(classifier.backbone.bottom_up)
+        if copied:
+            logger.info(
+                f"Image branch {classifier.image_branch.arch}: {copied} tensors from the "
+                "detector's ResNet of the segmentation weights."
+            )
+    return report
 
 
 def load_model_weights(model, cfg):
