@@ -2,6 +2,8 @@
 burden, global features, the image branch and augmented views in the RoI cache; and the paper's
 S left as it was."""
 
+import logging
+
 import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -241,7 +243,7 @@ def test_weight_average_of_the_image_branch_classifier(synthetic_classes, segmen
 
 
 def test_detector_backbone_branch_starts_from_the_segmenter_and_trains_apart(
-    synthetic_classes, segmenter_path, tmp_path
+    synthetic_classes, segmenter_path, tmp_path, caplog
 ):
     """IMAGE_BRANCH detector_backbone: a copy of the detector's ResNet, filled from the
     segmentation checkpoint when training starts; it trains while the detector stays frozen."""
@@ -262,6 +264,11 @@ def test_detector_backbone_branch_starts_from_the_segmenter_and_trains_apart(
         for k, v in model.image_branch.net.body.state_dict().items()
     )
     assert all(torch.equal(v, detector[k]) for k, v in model.backbone.state_dict().items())
+    # without segmentation weights the branch says that it starts random
+    empty = options_cfg(tmp_path / "empty", "", "image_detector_backbone")
+    with caplog.at_level(logging.WARNING, logger="ct_lesion_d2"):
+        CTLesionTrainer(empty).resume_or_load(resume=False)
+    assert "starts from random weights" in caplog.text
     # the control: the same architecture, not filled from the checkpoint
     control = CTLesionTrainer(options_cfg(tmp_path / "control", segmenter_path, "image_ct_resnet"))
     control.resume_or_load(resume=False)

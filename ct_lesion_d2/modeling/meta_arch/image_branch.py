@@ -111,7 +111,7 @@ class ImageBranch(nn.Module):
         """
         if self.arch != DETECTOR_BACKBONE:
             return 0
-        state = detector_bottom_up.state_dict()
+        state = detector_bottom_up.state_dict()  # strict: the same architecture by construction
         self.net.body.load_state_dict(state)
         return len(state)
 

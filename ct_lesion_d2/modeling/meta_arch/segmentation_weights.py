@@ -19,6 +19,7 @@ from typing import List, NamedTuple, Tuple
 from detectron2.checkpoint import DetectionCheckpointer
 
 from ...utils import unwrap_model
+from .image_branch import DETECTOR_BACKBONE
 
 logger = logging.getLogger(__name__)
 
@@ -111,14 +112,20 @@ def initialize_from_segmenter(model, cfg):
     if not is_classifier_config(cfg):
         return None
     report = load_segmentation_weights(model, cfg.MODEL.CT_CLASSIFIER.SEGMENTATION_WEIGHTS)
-    classifier = unwrap_model(model)
-    if report.path and classifier.image_branch is not None:
-        copied = classifier.image_branch.initialize_from_detector(classifier.backbone.bottom_up)
-        if copied:
-            logger.info(
-                f"Image branch {classifier.image_branch.arch}: {copied} tensors from the "
-                "detector's ResNet of the segmentation weights."
-            )
+    branch = unwrap_model(model).image_branch
+    if branch is None or branch.arch != DETECTOR_BACKBONE:
+        return report
+    if not report.path:
+        logger.warning(
+            f"MODEL.CT_CLASSIFIER.IMAGE_BRANCH {DETECTOR_BACKBONE}: without SEGMENTATION_WEIGHTS "
+            "the branch starts from random weights, as 'ct_resnet' does."
+        )
+        return report
+    copied = branch.initialize_from_detector(unwrap_model(model).backbone.bottom_up)
+    logger.info(
+        f"Image branch {DETECTOR_BACKBONE}: {copied} tensors from the detector's ResNet of "
+        f"{report.path}."
+    )
     return report
 
 
