@@ -112,7 +112,8 @@ def initialize_from_segmenter(model, cfg):
     if not is_classifier_config(cfg):
         return None
     report = load_segmentation_weights(model, cfg.MODEL.CT_CLASSIFIER.SEGMENTATION_WEIGHTS)
-    branch = unwrap_model(model).image_branch
+    classifier = unwrap_model(model)
+    branch = classifier.image_branch
     if branch is None or branch.arch != DETECTOR_BACKBONE:
         return report
     if not report.path:
@@ -121,7 +122,7 @@ def initialize_from_segmenter(model, cfg):
             "the branch starts from random weights, as 'ct_resnet' does."
         )
         return report
-    copied = branch.initialize_from_detector(unwrap_model(model).backbone.bottom_up)
+    copied = branch.initialize_from_detector(classifier.backbone.bottom_up)
     logger.info(
         f"Image branch {DETECTOR_BACKBONE}: {copied} tensors from the detector's ResNet of "
         f"{report.path}."
@@ -134,7 +135,8 @@ def load_model_weights(model, cfg):
 
     ``MODEL.WEIGHTS`` when given: a trained checkpoint, complete for either model kind (no
     segmentation checkpoint is read). Without it, a classifier's detector comes from
-    ``SEGMENTATION_WEIGHTS`` (module S stays random) and a segmenter stays random.
+    ``SEGMENTATION_WEIGHTS`` (module S stays random; a ``"detector_backbone"`` image branch
+    takes the detector's ResNet) and a segmenter stays random.
 
     Returns:
         str: the file loaded ("" when none).
