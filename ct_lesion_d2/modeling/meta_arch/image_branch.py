@@ -104,13 +104,12 @@ class ImageBranch(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
     def initialize_from_detector(self, detector_bottom_up):
-        """Copy the detector's trained ResNet weights into a ``"detector_backbone"`` branch.
+        """Copy the detector's trained ResNet weights into the branch (``"detector_backbone"``;
+        :func:`~.segmentation_weights.initialize_from_segmenter` calls it for that arch only).
 
         Returns:
-            int: the number of tensors copied (0 for the other archs, which stay as built).
+            int: the number of tensors copied.
         """
-        if self.arch != DETECTOR_BACKBONE:
-            return 0
         state = detector_bottom_up.state_dict()  # strict: the same architecture by construction
         self.net.body.load_state_dict(state)
         return len(state)
