@@ -341,6 +341,21 @@ def test_image_branch_keeps_the_aspect_ratio_and_names_its_key():
         ImageBranch("detector_backbone", 64, [128.0] * 3, [64.0] * 3)
 
 
+@pytest.mark.parametrize("norm", ["FrozenBN", "GN"])
+def test_detector_arch_branch_gives_a_slice_the_same_features_in_any_batch(norm):
+    """The detector's ResNet normalises each sample alone, so in training a slice's features do
+    not depend on the slices beside it or their shapes: what inference, slice by slice, sees."""
+    torch.manual_seed(0)
+    opts = SMALL[:12] + OPTIONS["image_ct_resnet"] + ["MODEL.RESNETS.NORM", norm]
+    branch = build_model(get_config("classifier_R18_T1", opts)).image_branch.train()
+    wide, tall = torch.rand(3, 50, 120) * 255, torch.rand(3, 300, 100) * 255
+    with torch.no_grad():
+        alone = branch([wide])
+        beside = branch([tall, wide])
+    assert alone.shape == (1, 256) and alone.abs().sum() > 0
+    torch.testing.assert_close(beside[1:], alone)
+
+
 def test_image_branch_learns_at_its_own_rate():
     opts = SMALL[:12] + OPTIONS["image"] + ["MODEL.CT_CLASSIFIER.IMAGE_BRANCH_LR_FACTOR", "100.0"]
     cfg = get_config("classifier_R18_T1", opts)

@@ -50,11 +50,14 @@ IMAGE_BRANCH_FUSIONS = ("features", "logits")
 class ImageBranch(nn.Module):
     """A torchvision CNN without its last layer: slices -> (N, out_features) pooled features.
 
-    Each slice (3, H, W) in 0-255 is normalised by ``pixel_mean`` / ``pixel_std``, resized so
-    that its longer side is ``size`` (bilinear, antialiased; the aspect ratio kept) and
-    zero-padded to a common size as Detectron2's ``ImageList`` does; the network's global
-    pooling makes the output independent of the padding's extent. With ``"logits"`` fusion,
-    ``head`` maps the features to class logits.
+    Each slice (3, H, W) in 0-255 is normalised by ``pixel_mean`` / ``pixel_std`` and resized so
+    that its longer side is ``size`` (bilinear, antialiased; the aspect ratio kept). The
+    detector's ResNet normalises each sample on its own (GroupNorm or frozen BatchNorm), so the
+    detector archs see one slice at a time, unpadded: a slice's features do not depend on the
+    other slices of its batch, and training sees what inference sees. torchvision's ResNet18
+    normalises over the batch in training anyway; its slices are zero-padded to a common size as
+    Detectron2's ``ImageList`` does, and its global pooling averages over the padding too. With
+    ``"logits"`` fusion, ``head`` maps the features to class logits.
     """
 
     def __init__(
@@ -136,8 +139,10 @@ class ImageBranch(nn.Module):
         Returns:
             Tensor: (N, out_features).
         """
-        batch = ImageList.from_tensors([self.resized(x) for x in images], 32).tensor
-        return self.net(batch)
+        resized = [self.resized(x) for x in images]
+        if self.arch in DETECTOR_ARCHS:
+            return torch.cat([self.net(x[None]) for x in resized])
+        return self.net(ImageList.from_tensors(resized, 32).tensor)
 
 
 class PooledBackbone(nn.Module):
