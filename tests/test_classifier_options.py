@@ -356,6 +356,26 @@ def test_detector_arch_branch_gives_a_slice_the_same_features_in_any_batch(norm)
     torch.testing.assert_close(beside[1:], alone)
 
 
+@pytest.mark.parametrize("norm", ["FrozenBN", "GN"])
+def test_classifier_detector_gives_a_slice_the_same_s_inputs_in_any_batch(norm):
+    """The RoI rows and slice features of a slice (what the RoI cache stores, in batches of
+    IMS_PER_BATCH, and inference computes one slice at a time) do not depend on the slices of
+    other sizes beside it, whose padding a single detector pass would take in."""
+    torch.manual_seed(0)
+    opts = SMALL[:12] + BURDEN + OPTIONS["global"] + ["MODEL.RESNETS.NORM", norm]
+    model = build_model(get_config("classifier_R18_T1", opts)).eval()
+    wide, tall = torch.rand(3, 64, 128) * 255, torch.rand(3, 160, 96) * 255
+    with torch.no_grad():
+        alone = model.detect_s_inputs([{"image": wide}])
+        beside = model.detect_s_inputs([{"image": tall}, {"image": wide}, {"image": tall}])
+    assert [tuple(s) for s in beside[1]] == [(160, 96), (64, 128), (160, 96)]
+    assert alone[0][0].num_detections > 0 and alone[2].shape[0] == 1
+    torch.testing.assert_close(beside[0][1].rows, alone[0][0].rows)
+    torch.testing.assert_close(beside[0][2].rows, beside[0][0].rows)
+    torch.testing.assert_close(beside[2][1:2], alone[2])
+    torch.testing.assert_close(beside[2][2], beside[2][0])
+
+
 def test_image_branch_learns_at_its_own_rate():
     opts = SMALL[:12] + OPTIONS["image"] + ["MODEL.CT_CLASSIFIER.IMAGE_BRANCH_LR_FACTOR", "100.0"]
     cfg = get_config("classifier_R18_T1", opts)

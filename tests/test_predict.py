@@ -222,6 +222,23 @@ def test_batches_and_classifier(checkpoints, shared_data, tmp_path):
         predictor.predict_scan(scan, batch_size=0)
 
 
+def test_a_slice_gets_the_same_prediction_beside_slices_of_other_sizes(checkpoints):
+    """PNG slices come in many sizes; a batch would pad them to the largest, and the padding
+    would change the detections of the others: each size runs apart."""
+    predictor = make_predictor(checkpoints, classifier=True, threshold=0.0)
+    rng = np.random.default_rng(0)
+    wide, tall = (rng.integers(0, 256, shape).astype(np.uint8) for shape in [(60, 130), (150, 90)])
+    (alone,) = predictor([wide], is_hu=False)
+    beside = predictor([tall, wide, tall], is_hu=False)
+    assert len(alone.instances) > 0
+    for a, b in ((alone, beside[1]), (beside[0], beside[2])):
+        torch.testing.assert_close(a.instances.scores, b.instances.scores)
+        torch.testing.assert_close(a.instances.pred_boxes.tensor, b.instances.pred_boxes.tensor)
+        torch.testing.assert_close(a.roi_scores, b.roi_scores)
+        torch.testing.assert_close(a.class_probs, b.class_probs)
+    assert beside[1].instances.image_size == wide.shape
+
+
 def run_predict(checkpoints, inputs, output, *extra):
     seg_config, seg_weights = checkpoints["seg"]
     argv = [

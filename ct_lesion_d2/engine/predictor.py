@@ -22,7 +22,7 @@ from tqdm import tqdm
 from ..config import get_cfg_for
 from ..data.datasets.metadata import PAPER_IMAGE_CLASSES, image_class_names
 from ..data.transforms import to_model_intensities, window_from_config
-from ..modeling.detect import detect
+from ..modeling.detect import detect, same_size_groups
 from ..modeling.meta_arch.covid_ct_mask_net import (
     ranked_roi_batches,
     rescaled_roi_boxes,
@@ -214,12 +214,23 @@ class CTLesionPredictor:
 
     def _segment(self, inputs):
         """The segmenter's detector pass (:func:`detect`, keeping the mask logits of each
-        instance) and, when there is no classifier, the segmenter's ranked RoI batch.
+        instance) and, when there is no classifier, the segmenter's ranked RoI batch; one pass
+        per group of equal-sized slices (``same_size_groups``), so that a slice's prediction
+        does not depend on the other slices of its batch.
 
         Returns:
             tuple: post-processed ``Instances`` per slice (CPU), and per slice either None or
             (roi_boxes (B, 4) in the slice's frame, roi_scores (B,), num_detections).
         """
+        instances, batches = [None] * len(inputs), [None] * len(inputs)
+        for group in same_size_groups(inputs):
+            part = self._segment_one_size([inputs[i] for i in group])
+            for j, i in enumerate(group):
+                instances[i], batches[i] = part[0][j], part[1][j]
+        return instances, batches
+
+    def _segment_one_size(self, inputs):
+        """:meth:`_segment` on slices of one size: one detector pass."""
         images, features, proposals, raw = detect(self.model, inputs, mask_logits=True)
         batches = [None] * len(inputs)
         if self.classifier is None:

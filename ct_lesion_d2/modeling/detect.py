@@ -5,15 +5,21 @@ classifier, the classifier export and the RoI-batch cache also need what it comp
 (the features and proposals the ranked RoI batch is built from, and the raw mask logits the
 analysis figures show), so they all run :func:`detect`: Detectron2's own steps
 (``preprocess_image``, backbone, proposal generator, RoI heads), called once, in order.
+
+``preprocess_image`` pads a batch to its largest image. The padding enters the GroupNorm
+statistics of a GN backbone and the RPN's anchors over it, so a slice's detections would depend
+on the other slices of its batch; the callers that batch slices of mixed sizes (the classifier,
+the predictor) run :func:`same_size_groups` apart.
 """
 
 import contextlib
+from collections import OrderedDict
 from typing import Dict, List, NamedTuple, Optional
 
 import torch
 from detectron2.structures import ImageList, Instances
 
-__all__ = ["DetectorPass", "detect", "kept_mask_logits"]
+__all__ = ["DetectorPass", "detect", "kept_mask_logits", "same_size_groups"]
 
 
 class DetectorPass(NamedTuple):
@@ -50,6 +56,22 @@ def kept_mask_logits(roi_heads):
         yield logits
     finally:
         handle.remove()
+
+
+def same_size_groups(batched_inputs):
+    """The indices of ``batched_inputs`` grouped by the size of their ``"image"``.
+
+    Each group is a batch that needs no padding beyond the model's size divisibility, so a
+    slice gives the same detections alone as in any batch (see the module docstring).
+
+    Returns:
+        list[list[int]]: the groups in the order their first input appears; one group when all
+        inputs have one size.
+    """
+    groups = OrderedDict()
+    for i, x in enumerate(batched_inputs):
+        groups.setdefault(tuple(x["image"].shape[-2:]), []).append(i)
+    return list(groups.values())
 
 
 def detect(model, batched_inputs, *, roi_heads=True, mask_logits=False):

@@ -18,7 +18,7 @@ from detectron2.structures import Boxes
 from torch import nn
 from torch.nn import functional as F
 
-from ..detect import detect
+from ..detect import detect, same_size_groups
 from .image_branch import ImageBranch
 from .roi_batch import ROW_FEATURES, build_roi_batch
 from .slice_features import BURDEN_FEATURE_NAMES, SliceFeatureS, global_average, lesion_burden
@@ -403,12 +403,31 @@ class CTMaskNetClassifier(GeneralizedRCNN):
         return batches, image_sizes
 
     def detect_s_inputs(self, batched_inputs):
-        """One detector pass: the ranked RoI batches and, when configured, the slice features.
+        """The detector's ranked RoI batches and, when configured, the slice features; one
+        detector pass per group of equal-sized images (``same_size_groups``), so that an
+        image's RoI batch does not depend on the other images of its batch.
 
         Returns:
             tuple: the batches, the (resized) image sizes the detector saw, and the (N, D)
-            slice features (None when no slice-feature option is on).
+            slice features (None when no slice-feature option is on), in input order.
         """
+        groups = same_size_groups(batched_inputs)
+        if len(groups) == 1:
+            return self._detect_s_inputs_of_one_size(batched_inputs)
+        n = len(batched_inputs)
+        batches, image_sizes, slice_features = [None] * n, [None] * n, None
+        for group in groups:
+            part = self._detect_s_inputs_of_one_size([batched_inputs[i] for i in group])
+            for j, i in enumerate(group):
+                batches[i], image_sizes[i] = part[0][j], part[1][j]
+            if part[2] is not None:
+                if slice_features is None:
+                    slice_features = part[2].new_empty((n, part[2].shape[1]))
+                slice_features[group] = part[2]
+        return batches, image_sizes, slice_features
+
+    def _detect_s_inputs_of_one_size(self, batched_inputs):
+        """:meth:`detect_s_inputs` on images of one size: one detector pass."""
         burden = self.burden_score_thresh is not None
         images, features, proposals, _ = detect(self, batched_inputs, roi_heads=False)
         candidates = roi_candidates(
