@@ -80,22 +80,44 @@ def get_config(name, opts=()):
 ZOO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zoo_files")
 # The model the tools use when no weights are given.
 DEFAULT_ZOO_MODEL = "ct_lesion_R18_T1_realct"
-# name -> config file, weights file under ZOO_DIR, its sha256 and the data it was trained on
+# name -> task ("segmentation": a lesion segmenter; "classification": a CTMaskNetClassifier,
+# complete with its frozen detector), config file, weights file under ZOO_DIR, its sha256 and
+# the data it was trained on
 ZOO_MODELS = OrderedDict(
     [
         (
             "ct_lesion_R18_T1_realct",
             {
+                "task": "segmentation",
                 "config": "mask_rcnn_R18_T1_FPN1_realct_2h_cpu.yaml",
                 "file": "ct_lesion_R18_T1_realct.pth",
                 "sha256": "c7746fcd72b6ea31ea7eedc141ddc8a6491ba48795dc73959a4f542c4eae8540",
                 "training_data": "medseg100 (64 slices) + covid19_ct_seg (917 slices, 11 volumes)",
             },
         ),
+        (
+            "ct_classifier_R18_T1_ucsd",
+            {
+                "task": "classification",
+                "config": "classifier_R18_T1_ucsd_realct_detector_backbone_swa_cpu.yaml",
+                "file": "ct_classifier_R18_T1_ucsd.pth",
+                "sha256": "5a99fac874a1a4bf644033b51f568d0063d91d36c690fab74e8dd9a84897b811",
+                "training_data": "UCSD COVID-CT train split (297 slices), on the frozen "
+                "ct_lesion_R18_T1_realct detector",
+            },
+        ),
     ]
 )
 # Key of the zoo files' record of how they were made.
 ZOO_RECORD_KEY = "ct_lesion_d2"
+ZOO_TASKS = ("segmentation", "classification")
+
+
+def zoo_models(task):
+    """The names of the ``ZOO_MODELS`` of one task ("segmentation" or "classification")."""
+    if task not in ZOO_TASKS:
+        raise ValueError(f"zoo task must be one of {ZOO_TASKS}, got {task!r}")
+    return [name for name, entry in ZOO_MODELS.items() if entry["task"] == task]
 
 
 class ZooModelError(RuntimeError):
@@ -111,15 +133,32 @@ def file_sha256(path, chunk=1 << 20):
     return digest.hexdigest()
 
 
-def zoo_weights(name):
-    """Path of a zoo model's weights, after checking the file's sha256.
+def zoo_entry(name, task=None):
+    """The ``ZOO_MODELS`` entry of a name.
+
+    Args:
+        name (str): a key of ``ZOO_MODELS``.
+        task (str or None): the task the caller needs ("segmentation", "classification");
+            None takes either.
 
     Raises:
-        ZooModelError: unknown name, missing file or a hash that is not the published one.
+        ZooModelError: unknown name, or one of another task.
     """
-    if name not in ZOO_MODELS:
-        raise ZooModelError(f"unknown zoo model {name!r}; available: {list(ZOO_MODELS)}")
-    entry = ZOO_MODELS[name]
+    known = zoo_models(task) if task else list(ZOO_MODELS)
+    if name not in known:
+        what = f"{task} zoo model" if task else "zoo model"
+        raise ZooModelError(f"unknown {what} {name!r}; available: {known}")
+    return ZOO_MODELS[name]
+
+
+def zoo_weights(name, task=None):
+    """Path of a zoo model's weights (:func:`zoo_entry`), after checking the file's sha256.
+
+    Raises:
+        ZooModelError: unknown name or one of another task, missing file or a hash that is
+            not the published one.
+    """
+    entry = zoo_entry(name, task)
     path = os.path.join(ZOO_DIR, entry["file"])
     if not os.path.isfile(path):
         raise ZooModelError(

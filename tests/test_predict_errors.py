@@ -12,7 +12,7 @@ from detectron2.modeling import build_model
 from PIL import Image
 
 from ct_lesion_d2.analysis import predict
-from ct_lesion_d2.model_zoo import get_config
+from ct_lesion_d2.model_zoo import get_config, zoo_models
 
 TOOLS = os.path.join(os.path.dirname(__file__), "..", "tools")
 
@@ -86,6 +86,17 @@ def test_config_file_missing_typo_and_classifier_as_segmenter(model, slice_png, 
         "--classifier-config"
     )
     assert not out.exists()
+
+
+def test_zoo_classifier_and_a_classifier_config_refused_together(model, slice_png, tmp_path):
+    name = zoo_models("classification")[0]
+    code = run(model, [slice_png], tmp_path / "out", "--classifier-model", name,
+               "--classifier-config", model[2])  # fmt: skip
+    assert code == (
+        "error: give either --classifier-model (a zoo classifier) or "
+        "--classifier-config/--classifier-weights, not both"
+    )
+    assert not (tmp_path / "out").exists()
 
 
 def test_output_that_is_a_file(model, slice_png, tmp_path):

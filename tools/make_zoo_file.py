@@ -3,7 +3,9 @@
 
     python tools/make_zoo_file.py --config-file configs/mask_rcnn_R18_T1_FPN1_realct_cpu.yaml \\
         --checkpoint output/.../model_final.pth --output ct_lesion_d2/zoo_files/<name>.pth \\
-        --record minutes=58 machine="2 CPU cores"
+        --record minutes=58 machine="2 CPU cores" -- MODEL.KEY VALUE ...
+
+(``--`` ends the ``--record`` facts before config overrides.)
 
 Prints the file's sha256 for ``ZOO_MODELS`` (ct_lesion_d2/model_zoo.py) and docs/MODEL_ZOO.md.
 """
@@ -32,10 +34,17 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    bad = [item for item in args.record if "=" not in item]
+    if bad:
+        sys.exit(
+            f"error: --record takes KEY=VALUE facts, not {bad[0]!r} (end them with -- "
+            "before config overrides)"
+        )
     record = dict(item.split("=", 1) for item in args.record)
+    opts = args.opts[1:] if args.opts[:1] == ["--"] else args.opts
     try:
         digest = write_zoo_file(
-            args.checkpoint, args.output, get_config(args.config_file, args.opts), **record
+            args.checkpoint, args.output, get_config(args.config_file, opts), **record
         )
     except (FileExistsError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")

@@ -35,6 +35,7 @@ from ..model_zoo import (
     ZOO_MODELS,
     ZooModelError,
     config_path,
+    zoo_models,
     zoo_weights,
 )
 from ..utils.cli import config_error_line, positive_int, probability, quiet_third_party_warnings
@@ -55,13 +56,20 @@ def add_model_arguments(parser):
     """The model options of predict.py and analyze.py (see :func:`build_configs`)."""
     parser.add_argument(
         "--model",
-        choices=list(ZOO_MODELS),
+        choices=zoo_models("segmentation"),
         metavar="NAME",
         help=f"a model-zoo segmenter (docs/MODEL_ZOO.md; default {DEFAULT_ZOO_MODEL} when no "
         "--config-file is given)",
     )
     parser.add_argument("--config-file", metavar="FILE", help="segmentation config")
     parser.add_argument("--weights", help="segmentation checkpoint (else MODEL.WEIGHTS)")
+    parser.add_argument(
+        "--classifier-model",
+        choices=zoo_models("classification"),
+        metavar="NAME",
+        help="a model-zoo classifier (docs/MODEL_ZOO.md: "
+        f"{', '.join(zoo_models('classification'))}), instead of --classifier-config",
+    )
     parser.add_argument("--classifier-config", metavar="FILE", help="CTMaskNetClassifier config")
     parser.add_argument(
         "--classifier-weights", help="classifier checkpoint (else its MODEL.WEIGHTS)"
@@ -86,6 +94,13 @@ def build_configs(args):
     segmenter's device), from the options of :func:`add_model_arguments` and the KEY VALUE
     overrides. A missing file, an unknown key (with the closest valid one) or a classifier
     config given as the segmenter's stop with one line."""
+    if args.classifier_model:
+        if args.classifier_config or args.classifier_weights:
+            sys.exit(
+                "error: give either --classifier-model (a zoo classifier) or "
+                "--classifier-config/--classifier-weights, not both"
+            )
+        args.classifier_config, args.classifier_weights = _zoo_files(args.classifier_model)
     if args.config_file is None:
         if args.weights:
             sys.exit(
@@ -93,12 +108,7 @@ def build_configs(args):
                 "--model NAME for a model-zoo segmenter)"
             )
         args.model = args.model or DEFAULT_ZOO_MODEL
-        try:
-            args.weights = zoo_weights(args.model)
-        except ZooModelError as e:
-            sys.exit(f"error: {e}")
-        args.config_file = config_path(ZOO_MODELS[args.model]["config"])
-        logger.info("Model: zoo model %s (%s)", args.model, args.weights)
+        args.config_file, args.weights = _zoo_files(args.model)
     elif args.model:
         sys.exit("error: give either --model (a zoo model) or --config-file, not both")
     current = args.config_file
@@ -124,6 +134,16 @@ def build_configs(args):
             "config as --classifier-config"
         )
     return cfg, classifier_cfg
+
+
+def _zoo_files(name):
+    """(config file, checked weights) of a zoo model; a damaged file stops with one line."""
+    try:
+        weights = zoo_weights(name)
+    except ZooModelError as e:
+        sys.exit(f"error: {e}")
+    logger.info("Model: zoo model %s (%s)", name, weights)
+    return config_path(ZOO_MODELS[name]["config"]), weights
 
 
 def load_predictor(args, cfg, classifier_cfg):

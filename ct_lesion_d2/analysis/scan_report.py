@@ -187,7 +187,8 @@ def build_scan_report(
         summary["scan_class"] = aggregate_classes(probs, class_names, rule)
     else:
         summary["scan_class_note"] = (
-            "no classifier given (--classifier-config/--classifier-weights): class "
+            "no classifier given (--classifier-model, or --classifier-config/"
+            "--classifier-weights): class "
             "probabilities and the scan class are absent; only lesion segmentation was run"
         )
     return {

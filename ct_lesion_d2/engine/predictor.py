@@ -80,15 +80,31 @@ class CTLesionPredictor:
 
     @classmethod
     def from_zoo(
-        cls, name=None, classifier_cfg=None, *, opts=(), device=None, confidence_threshold=None
+        cls,
+        name=None,
+        classifier_cfg=None,
+        *,
+        classifier_model=None,
+        opts=(),
+        device=None,
+        confidence_threshold=None,
     ):
         """The predictor of a model-zoo segmenter (docs/MODEL_ZOO.md), its weights checked by
-        hash; ``name`` None is the default zoo model."""
-        from ..model_zoo import DEFAULT_ZOO_MODEL
+        hash; ``name`` None is the default zoo model. ``classifier_model`` names a zoo
+        classifier (its weights checked the same way), instead of a ``classifier_cfg``."""
+        from ..model_zoo import DEFAULT_ZOO_MODEL, zoo_entry
 
-        cfg = build_predict_config(
-            None, None, opts, device, confidence_threshold, zoo_model=name or DEFAULT_ZOO_MODEL
-        )
+        name = name or DEFAULT_ZOO_MODEL
+        zoo_entry(name, "segmentation")
+        if classifier_model:
+            zoo_entry(classifier_model, "classification")
+        if classifier_model and classifier_cfg is not None:
+            raise ValueError("give a zoo classifier or a classifier config, not both")
+        cfg = build_predict_config(None, None, opts, device, confidence_threshold, zoo_model=name)
+        if classifier_model:
+            classifier_cfg = build_predict_config(
+                None, device=cfg.MODEL.DEVICE, zoo_model=classifier_model
+            )
         return cls(cfg, classifier_cfg)
 
     def __init__(self, cfg, classifier_cfg=None, models=None):
