@@ -12,6 +12,8 @@ is written beside its place and swapped in when complete; an existing one is rep
         --weights output/.../model_final.pth --input scans/patient1/ ct.nii.gz --output reports
     python tools/predict.py ... --classifier-config configs/classifier_R18_T1_covidx.yaml \\
         --classifier-weights output/classifier_R18_T1_covidx/model_final.pth
+    python tools/predict.py --classifier-model ct_classifier_R18_T1_ucsd --input slice.png \\
+        --output reports          # the zoo segmenter and the zoo's UCSD slice classifier
 
 Options: ``--help``; the code: ct_lesion_d2/analysis/predict.py.
 """
